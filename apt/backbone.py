@@ -1,0 +1,127 @@
+"""The one adapter over diffusers' WanTransformer3DModel. Nothing else touches its internals.
+
+Generator, teacher and discriminator all call it. It splits the model's forward into
+`embed` (patchify, rotary, time/text conditioning), the block list and `head` (modulated norm,
+projection, unpatchify), so the discriminator can stop after its deepest tap and the training
+harness can shard and checkpoint block by block.
+
+Time is t in [0, 1] here (rectified flow); diffusers' Wan expects [0, 1000]: converted in `embed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import WanTransformer3DModel
+
+WAN_TIME_SCALE = 1000.0
+
+
+@dataclass
+class Embedded:
+    """What every block needs besides the token states."""
+
+    tokens: torch.Tensor  # (B, N, D) visual tokens
+    text: torch.Tensor  # (B, L, D) projected text tokens
+    temb: torch.Tensor  # (B, D) time embedding, used by the head
+    timestep_proj: torch.Tensor  # (B, 6, D) per-block modulation input
+    rotary: tuple[torch.Tensor, torch.Tensor]  # rotary embeddings (cos, sin)
+    grid: tuple[int, int, int]  # token grid (frames, height, width) after patchify
+
+
+def default_taps(num_blocks: int) -> tuple[int, ...]:
+    """The paper's taps 16/26/36 of 36 blocks as fractions 4/9, 13/18, 1 of depth (1-based)."""
+    taps = sorted({max(1, round(num_blocks * f)) for f in (4 / 9, 13 / 18, 1.0)})
+    return tuple(taps)
+
+
+class WanBackbone(torch.nn.Module):
+    def __init__(self, model: WanTransformer3DModel):
+        super().__init__()
+        if not isinstance(model, WanTransformer3DModel):
+            raise TypeError(f"WanBackbone wraps a diffusers WanTransformer3DModel, got {type(model).__name__}")
+        if model.config.image_dim is not None:
+            raise ValueError("image-conditioned Wan (I2V) is not supported: expected a text-to-video transformer")
+        self.model = model
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, subfolder: str | None = "transformer",
+                        torch_dtype: torch.dtype = torch.float32) -> "WanBackbone":
+        return cls(WanTransformer3DModel.from_pretrained(path, subfolder=subfolder, torch_dtype=torch_dtype))
+
+    # -- structure ---------------------------------------------------------------------------
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def blocks(self) -> torch.nn.ModuleList:
+        return self.model.blocks
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.model.blocks)
+
+    @property
+    def hidden_dim(self) -> int:
+        return self.config.num_attention_heads * self.config.attention_head_dim
+
+    @property
+    def patch_size(self) -> tuple[int, int, int]:
+        return tuple(self.config.patch_size)
+
+    # -- the three stages --------------------------------------------------------------------
+    def embed(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> Embedded:
+        """x_t (B, C, F, H, W) latents, t (B,) in [0, 1], text (B, L, text_dim) encoder states."""
+        m = self.model
+        if x_t.ndim != 5:
+            raise ValueError(f"expected latents (B, C, F, H, W), got shape {tuple(x_t.shape)}")
+        p_t, p_h, p_w = self.patch_size
+        _, _, f, h, w = x_t.shape
+        if f % p_t or h % p_h or w % p_w:
+            raise ValueError(f"latent grid {f}x{h}x{w} is not divisible by patch size {self.patch_size}")
+        rotary = m.rope(x_t)
+        tokens = m.patch_embedding(x_t).flatten(2).transpose(1, 2).contiguous()
+        t = torch.as_tensor(t, device=x_t.device).float().expand(x_t.shape[0]) * WAN_TIME_SCALE
+        temb, timestep_proj, text_tokens, _ = m.condition_embedder(t, text, None)
+        return Embedded(tokens, text_tokens, temb, timestep_proj.unflatten(1, (6, -1)), rotary,
+                        (f // p_t, h // p_h, w // p_w))
+
+    def run_block(self, index: int, tokens: torch.Tensor, emb: Embedded) -> torch.Tensor:
+        return self.model.blocks[index](tokens, emb.text, emb.timestep_proj, emb.rotary)
+
+    def head(self, tokens: torch.Tensor, emb: Embedded) -> torch.Tensor:
+        """Modulated output norm, projection and unpatchify -> velocity (B, C, F, H, W)."""
+        m = self.model
+        shift, scale = (m.scale_shift_table.to(emb.temb.device) + emb.temb.unsqueeze(1)).chunk(2, dim=1)
+        out = (m.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
+        out = m.proj_out(out)
+        b = out.shape[0]
+        (f, h, w), (p_t, p_h, p_w) = emb.grid, self.patch_size
+        out = out.reshape(b, f, h, w, p_t, p_h, p_w, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
+        return out.flatten(6, 7).flatten(4, 5).flatten(2, 3)
+
+    # -- composites --------------------------------------------------------------------------
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Predicted velocity v(x_t, t, text); equals the diffusers model's own forward."""
+        emb = self.embed(x_t, t, text)
+        tokens = emb.tokens
+        for i in range(self.num_blocks):
+            tokens = self.run_block(i, tokens, emb)
+        return self.head(tokens, emb)
+
+    def features(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
+                 taps: tuple[int, ...] | list[int]) -> tuple[dict[int, torch.Tensor], Embedded]:
+        """Token states after each 1-based block in `taps`; blocks past the deepest tap never run."""
+        taps = sorted(set(int(k) for k in taps))
+        if not taps or taps[0] < 1 or taps[-1] > self.num_blocks:
+            raise ValueError(f"taps must be 1-based block indices in [1, {self.num_blocks}], got {taps}")
+        emb = self.embed(x_t, t, text)
+        tokens, out = emb.tokens, {}
+        for i in range(taps[-1]):
+            tokens = self.run_block(i, tokens, emb)
+            if i + 1 in taps:
+                out[i + 1] = tokens
+        return out, emb

@@ -1,0 +1,66 @@
+"""Load a diffusers-layout model folder (transformer/, vae/, text_encoder/, tokenizer/).
+
+The same code loads the shipped toy teacher and a user's Wan2.1-T2V-1.3B-Diffusers folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from apt.backbone import WanBackbone
+from apt.text import TextEncoder
+from apt.vae import VideoVAE
+
+PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
+DEFAULT_MAX_TEXT_TOKENS = 512  # Wan's umT5 context
+
+
+@dataclass
+class Components:
+    transformer: WanBackbone | None = None
+    vae: VideoVAE | None = None
+    text: TextEncoder | None = None
+
+
+def check_layout(model_dir: str | Path, parts=PARTS) -> Path:
+    model_dir = Path(model_dir).expanduser()
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    missing = [p for p in parts if not (model_dir / p).is_dir()]
+    if missing:
+        raise FileNotFoundError(
+            f"{model_dir} is not a diffusers-layout folder: missing {', '.join(f'{m}/' for m in missing)} "
+            f"(expected {', '.join(f'{p}/' for p in PARTS)})"
+        )
+    return model_dir
+
+
+def text_context_length(tokenizer) -> int:
+    """Tokenizers store their context in model_max_length; unset ones report a huge sentinel."""
+    n = getattr(tokenizer, "model_max_length", None)
+    return int(n) if n and n < 1_000_000 else DEFAULT_MAX_TEXT_TOKENS
+
+
+def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = torch.float32,
+                    vae_dtype: torch.dtype = torch.float32) -> Components:
+    from diffusers import AutoencoderKLWan
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown model parts {sorted(unknown)}; known: {PARTS}")
+    model_dir = check_layout(model_dir, parts)
+    out = Components()
+    if "transformer" in parts:
+        out.transformer = WanBackbone.from_pretrained(model_dir, torch_dtype=dtype).eval()
+    if "vae" in parts:
+        vae = AutoencoderKLWan.from_pretrained(model_dir, subfolder="vae", torch_dtype=vae_dtype)
+        out.vae = VideoVAE(vae.eval().requires_grad_(False))
+    if "text_encoder" in parts or "tokenizer" in parts:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
+        encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=dtype)
+        out.text = TextEncoder(tokenizer, encoder.eval().requires_grad_(False), text_context_length(tokenizer))
+    return out

@@ -1,0 +1,96 @@
+"""Train the toy Wan VAE (AutoencoderKLWan) on moving-digit clips from scratch."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKLWan
+from tqdm import tqdm
+
+from apt.data.toy import MovingDigits
+from apt.toy.components import VAE_CONFIG
+from apt.toy.report import record
+
+
+def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """AutoencoderKLWan.decode without its final clamp to [-1, 1].
+
+    The clamp zeroes the gradient of any pixel that overshoots; early in training the decoder
+    overshoots to black everywhere and the digits never come back. Same frame-causal loop as
+    diffusers' _decode (tested equal up to the clamp).
+    """
+    vae.clear_cache()
+    x = vae.post_quant_conv(z)
+    frames = []
+    for i in range(x.shape[2]):
+        vae._conv_idx = [0]
+        frames.append(vae.decoder(x[:, :, i : i + 1], feat_cache=vae._feat_map, feat_idx=vae._conv_idx,
+                                  first_chunk=i == 0))
+    vae.clear_cache()
+    return torch.cat(frames, 2)
+
+
+def reconstruction_loss(rec: torch.Tensor, video: torch.Tensor, foreground_weight: float) -> torch.Tensor:
+    """MSE + L1, with the (sparse) digit pixels weighted up so 'all black' is not a resting point."""
+    weight = 1 + foreground_weight * (video.amax(1, keepdim=True) > -0.9).float()
+    err = rec - video
+    return (weight * (err.square() + err.abs())).mean() / weight.mean()
+
+
+def _batches(dataset, batch_size):
+    for start in range(0, len(dataset) - batch_size + 1, batch_size):
+        yield torch.stack([dataset[i]["video"] for i in range(start, start + batch_size)])
+
+
+@torch.no_grad()
+def latent_statistics(vae: AutoencoderKLWan, clips: torch.Tensor) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of posterior means: the VAE config's latents_mean/latents_std."""
+    mus = torch.cat([vae.encode(c).latent_dist.mode() for c in clips.split(16)])
+    dims = [0, 2, 3, 4]
+    return mus.mean(dims).tolist(), mus.std(dims).clamp_min(1e-3).tolist()
+
+
+def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float = 1e-3, kl_weight: float = 1e-5,
+              foreground_weight: float = 5.0, seed: int = 0) -> AutoencoderKLWan:
+    torch.manual_seed(seed)
+    z = VAE_CONFIG["z_dim"]
+    vae = AutoencoderKLWan(**VAE_CONFIG, latents_mean=[0.0] * z, latents_std=[1.0] * z)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    data = MovingDigits("train", length=steps * batch_size, seed=seed)
+    start, ema_rec = time.time(), None
+    bar = tqdm(_batches(data, batch_size), total=steps, desc="toy VAE", dynamic_ncols=True)
+    for video in bar:
+        post = vae.encode(video).latent_dist
+        rec = decode_unclamped(vae, post.sample())
+        rec_loss = reconstruction_loss(rec, video, foreground_weight)
+        kl = post.kl().mean() / video[0].numel()
+        loss = rec_loss + kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
+        bar.set_postfix(rec=f"{ema_rec:.4f}", kl=f"{kl.item():.3f}")
+    seconds = time.time() - start
+
+    vae.eval()
+    held = MovingDigits("eval", length=64, seed=seed + 1)
+    clips = torch.stack([held[i]["video"] for i in range(len(held))])
+    with torch.no_grad():
+        rec = torch.cat([vae.decode(vae.encode(c).latent_dist.mode()).sample for c in clips.split(16)])
+    mse = F.mse_loss(rec.clamp(-1, 1), clips).item()
+    psnr = 10 * math.log10(4.0 / mse)  # peak-to-peak range of [-1, 1] is 2
+    mean, std = latent_statistics(vae, clips)
+    vae.register_to_config(latents_mean=mean, latents_std=std)
+    vae.save_pretrained(Path(model_dir) / "vae")
+    record(model_dir, "vae", dict(steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight, foreground_weight=foreground_weight, seed=seed,
+                                  seconds=round(seconds, 1), final_train_rec_loss=round(ema_rec, 5),
+                                  heldout_mse=round(mse, 5), heldout_psnr_db=round(psnr, 2),
+                                  parameters=sum(p.numel() for p in vae.parameters())))
+    return vae

@@ -1,0 +1,19 @@
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random diffusers-layout Wan folder of the real classes, tiny widths."""
+    from apt.testing import build_tiny_wan_folder
+
+    return build_tiny_wan_folder(tmp_path_factory.mktemp("tiny-wan"))

@@ -1,0 +1,55 @@
+import pytest
+import torch
+
+from apt.loading import check_layout, load_components
+from apt.pipeline import SampleConfig, Sampler
+
+
+def test_loads_a_diffusers_layout_folder(tiny_model_dir):
+    comps = load_components(tiny_model_dir)
+    assert comps.transformer.num_blocks == 4
+    assert comps.vae.z_dim == 4 and comps.vae.spatial_factor == 4
+    assert comps.text.max_tokens == 32  # from the tokenizer's model_max_length
+    emb = comps.text.encode(["a red seven", ""])
+    assert emb.shape == (2, 32, 16)
+    assert torch.count_nonzero(emb[1].abs().sum(-1)) == 1  # empty prompt: only the EOS token
+    video = Sampler(comps).generate(["a red seven"], SampleConfig(height=16, width=16, frames=5, steps=2,
+                                                                  guidance_scale=2.0))
+    assert video.shape == (1, 3, 5, 16, 16) and video.abs().max() <= 1
+
+
+def test_partial_load_and_clear_errors(tiny_model_dir, tmp_path):
+    comps = load_components(tiny_model_dir, parts=("transformer",))
+    assert comps.vae is None and comps.text is None
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_components(tmp_path / "nope")
+    (tmp_path / "transformer").mkdir()
+    with pytest.raises(FileNotFoundError, match="missing vae/, text_encoder/, tokenizer/"):
+        check_layout(tmp_path)
+    with pytest.raises(ValueError, match="unknown model parts"):
+        load_components(tiny_model_dir, parts=("unet",))
+
+
+def test_text_embeddings_match_wan_pipeline(tiny_model_dir):
+    from diffusers import WanPipeline
+
+    pipe = WanPipeline.from_pretrained(tiny_model_dir)
+    prompts = ["a  red seven &amp; more", "a blue two moving left"]
+    theirs, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, max_sequence_length=32,
+                                   device=torch.device("cpu"))
+    ours = load_components(tiny_model_dir, parts=("text_encoder", "tokenizer")).text.encode(prompts)
+    assert torch.allclose(ours, theirs, atol=1e-6)
+
+
+def test_vae_normalisation_matches_wan_pipeline_convention(tiny_model_dir):
+    comps = load_components(tiny_model_dir, parts=("vae",))
+    vae = comps.vae
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    z = vae.encode(video)
+    raw = vae.vae.encode(video).latent_dist.mode()
+    mean = torch.tensor(vae.vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    std = torch.tensor(vae.vae.config.latents_std).view(1, -1, 1, 1, 1)
+    assert torch.allclose(z, (raw - mean) / std, atol=1e-5)
+    assert torch.allclose(vae.decode(z), vae.vae.decode(raw).sample.clamp(-1, 1), atol=1e-5)
+    with pytest.raises(ValueError, match="4k\\+1"):
+        vae.latent_shape(8, 16, 16)
