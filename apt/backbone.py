@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 from diffusers import WanTransformer3DModel
+from torch.utils.checkpoint import checkpoint
 
 WAN_TIME_SCALE = 1000.0
 
@@ -45,6 +46,8 @@ class WanBackbone(torch.nn.Module):
         if model.config.image_dim is not None:
             raise ValueError("image-conditioned Wan (I2V) is not supported: expected a text-to-video transformer")
         self.model = model
+        # Recompute each block in backward (set by apt.distributed.parallelize_backbone).
+        self.activation_checkpointing = False
 
     @classmethod
     def from_pretrained(cls, path: str | Path, subfolder: str | None = "transformer",
@@ -90,7 +93,11 @@ class WanBackbone(torch.nn.Module):
                         (f // p_t, h // p_h, w // p_w))
 
     def run_block(self, index: int, tokens: torch.Tensor, emb: Embedded) -> torch.Tensor:
-        return self.model.blocks[index](tokens, emb.text, emb.timestep_proj, emb.rotary)
+        block = self.model.blocks[index]
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            # non-reentrant: composes with FSDP2 and with inputs that do not require grad
+            return checkpoint(block, tokens, emb.text, emb.timestep_proj, emb.rotary, use_reentrant=False)
+        return block(tokens, emb.text, emb.timestep_proj, emb.rotary)
 
     def head(self, tokens: torch.Tensor, emb: Embedded) -> torch.Tensor:
         """Modulated output norm, projection and unpatchify -> velocity (B, C, F, H, W)."""

@@ -64,3 +64,12 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
         encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=dtype)
         out.text = TextEncoder(tokenizer, encoder.eval().requires_grad_(False), text_context_length(tokenizer))
     return out
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """'toy' names the shipped toy teacher; anything else is a folder path."""
+    if str(path) == "toy":
+        from apt.toy.components import TOY_MODEL_DIR
+
+        return TOY_MODEL_DIR
+    return Path(path).expanduser()

@@ -70,3 +70,14 @@ def test_bad_inputs_fail_clearly():
         backbone(torch.randn(1, 4, 1, 3, 4), torch.rand(1), torch.randn(1, 5, 16))
     with pytest.raises(TypeError):
         WanBackbone(torch.nn.Linear(2, 2))
+
+
+def test_activation_checkpointing_gives_same_gradients():
+    x, t, text = _inputs()
+    grads = []
+    for ac in (False, True):
+        backbone = WanBackbone(tiny_transformer())
+        backbone.activation_checkpointing = ac
+        backbone(x, t, text).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in backbone.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

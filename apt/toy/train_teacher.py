@@ -18,26 +18,13 @@ from tqdm import tqdm
 
 from apt import flow
 from apt.backbone import WanBackbone
+from apt.data.latents import encode_toy_clips
 from apt.data.toy import MovingDigits, ToyWorldConfig
 from apt.loading import load_components
 from apt.toy.components import TRANSFORMER_CONFIG
 from apt.toy.report import record
 
 SAMPLING_SHIFT = 3.0  # written into the folder's scheduler config
-
-
-@torch.no_grad()
-def encode_clips(components, dataset: MovingDigits, batch_size: int = 32, desc: str = "encode"):
-    """Latents (N, C, T, h, w), a caption-embedding table (U, L, D) and each clip's row in it."""
-    latents, captions = [], []
-    for start in tqdm(range(0, len(dataset), batch_size), desc=desc, dynamic_ncols=True):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        latents.append(components.vae.encode(torch.stack([it["video"] for it in items])))
-        captions += [it["caption"] for it in items]
-    unique = sorted(set(captions))
-    table = torch.cat([components.text.encode(unique[i : i + 256]) for i in range(0, len(unique), 256)])
-    row = {c: i for i, c in enumerate(unique)}
-    return torch.cat(latents), table, torch.tensor([row[c] for c in captions])
 
 
 def flow_matching_loss(model: WanBackbone, x0: torch.Tensor, text: torch.Tensor, generator=None) -> torch.Tensor:
@@ -56,9 +43,10 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
     torch.manual_seed(seed)
     comps = load_components(model_dir, parts=("vae", "text_encoder", "tokenizer"))
     start = time.time()
-    vids, vid_table, vid_rows = encode_clips(comps, MovingDigits("train", num_videos, seed), desc="encode videos")
-    imgs, img_table, img_rows = encode_clips(comps, MovingDigits("train", num_images, seed, ToyWorldConfig(frames=1)),
-                                             desc="encode images")
+    vids, vid_table, vid_rows, _ = encode_toy_clips(comps, MovingDigits("train", num_videos, seed),
+                                                    desc="encode videos")
+    imgs, img_table, img_rows, _ = encode_toy_clips(comps, MovingDigits("train", num_images, seed,
+                                                                        ToyWorldConfig(frames=1)), desc="encode images")
     empty = comps.text.encode([""])  # caption dropout target = the negative prompt used for CFG
     encode_seconds = time.time() - start
 

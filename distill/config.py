@@ -1,0 +1,78 @@
+"""Stage-1 configuration: configs/<model>/distill.yaml merged over these defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from apt.config import ConfigError, ParallelConfig, TrainConfig
+
+
+@dataclass
+class ModelConfig:
+    path: str = "toy"  # "toy" = the shipped toy teacher folder, else a diffusers-layout Wan folder
+
+
+@dataclass
+class DataConfig:
+    source: str = "toy"  # the toy world, encoded once and cached
+    num_clips: int = 4096
+    frames: int = 9
+    seed: int = 0
+    cache_dir: str = ""  # "" = $APT_CACHE_DIR or ~/.cache/seaweed-apt
+
+    def validate(self):
+        if self.source != "toy":
+            raise ConfigError(f"data.source: only 'toy' is supported so far, got {self.source!r}")
+        if self.num_clips < 1:
+            raise ConfigError(f"data.num_clips must be positive, got {self.num_clips}")
+
+
+@dataclass
+class CDConfig:
+    num_steps: int = 32  # N discretisation intervals (APT2 uses 32)
+    shift: float = 3.0  # shift of the discretisation grid (APT2: 24 for video at scale)
+    guidance_scale: float = 7.5  # constant teacher CFG, baked into the student (paper: 7.5)
+    negative_prompt: str = ""
+    target: str = "ema"  # "ema": EMA target network; "stopgrad": the online student under no_grad
+    ema_decay: float = 0.99  # the EMA is also the exported / sampled generator
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0  # 0 = no clipping
+
+    def validate(self):
+        if self.num_steps < 1:
+            raise ConfigError(f"cd.num_steps must be >= 1, got {self.num_steps}")
+        if self.target not in ("ema", "stopgrad"):
+            raise ConfigError(f"cd.target must be 'ema' or 'stopgrad', got {self.target!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"cd.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.shift <= 0 or self.lr <= 0:
+            raise ConfigError("cd.shift and cd.lr must be positive")
+
+
+@dataclass
+class SamplingConfig:
+    prompts: list[str] = field(default_factory=lambda: [
+        "a red seven moving up and to the left",
+        "a blue two moving right",
+        "a yellow four moving down",
+        "a cyan zero moving up and to the right",
+    ])
+    seed: int = 1000  # prompt i uses seed + i, the same at every sampling step
+    fps: int = 8
+    upscale: int = 4
+
+
+@dataclass
+class DistillConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    cd: CDConfig = field(default_factory=CDConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self):
+        for part in (self.data, self.cd, self.parallel, self.train):
+            if hasattr(part, "validate"):
+                part.validate()
