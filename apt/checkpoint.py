@@ -11,9 +11,11 @@ mid-save leaves the previous one intact.
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
@@ -31,32 +33,58 @@ def _barrier():
         dist.barrier()
 
 
-def _rng_state() -> dict[str, torch.Tensor]:
-    # all training randomness comes from torch's generators (data order is index-derived)
-    state = {"torch": torch.get_rng_state()}
+def _rng_state() -> dict:
+    """This rank's generators, as tensors and plain Python values only, so that loading needs no
+    unpickling of arbitrary objects (torch.load(weights_only=True))."""
+    keys, pos, has_gauss, gauss = np.random.get_state()[1:]
+    state = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),  # (version, tuple of ints, None): weights_only-safe
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor]) -> None:
+def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
+    if "python" in state:
+        version, internal, gauss = state["python"]
+        random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        n = state["numpy"]
+        np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
 
 
+def _complete(path: Path) -> bool:
+    return (path / "meta.json").exists()  # written last, just before the rename
+
+
 def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    pointer = Path(out_dir) / "checkpoints" / "latest"
-    if not pointer.exists():
-        return None
-    path = pointer.parent / pointer.read_text().strip()
-    return path if (path / "meta.json").exists() else None
+    """The checkpoint named by `latest`; failing that (a crash while replacing it), the newest
+    complete step directory; None for a fresh run."""
+    root = Path(out_dir) / "checkpoints"
+    pointer = root / "latest"
+    if pointer.exists():
+        path = root / pointer.read_text().strip()
+        if _complete(path):
+            return path
+    done = sorted(p for p in root.glob("step_*") if _complete(p))
+    return done[-1] if done else None
 
 
 class CheckpointManager:
-    def __init__(self, out_dir: str | Path, keep: int = 2, rank: int = 0):
+    """Collective: every rank constructs one and calls save/load together."""
+
+    def __init__(self, out_dir: str | Path, keep: int = 2, rank: int = 0, world_size: int = 1):
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
         self.root = Path(out_dir) / "checkpoints"
-        self.keep, self.rank = keep, rank
+        self.keep, self.rank, self.world_size = keep, rank, world_size
 
     def _state(self, models: dict, optimizers: dict) -> dict:
         state = {f"model.{k}": get_model_state_dict(m) for k, m in models.items()}
@@ -75,7 +103,8 @@ class CheckpointManager:
         torch.save(_rng_state(), tmp / f"rng_rank{self.rank}.pt")
         _barrier()
         if self.rank == 0:
-            (tmp / "meta.json").write_text(json.dumps(dict(extra, step=step), indent=2))
+            meta = dict(extra, step=step, world_size=self.world_size)
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             pointer = self.root / "latest.tmp"
@@ -86,25 +115,28 @@ class CheckpointManager:
         return final
 
     def _prune(self) -> None:
-        done = sorted(p for p in self.root.glob("step_*") if (p / "meta.json").exists())
-        for old in done[: -self.keep]:
+        done = sorted(p for p in self.root.glob("step_*") if _complete(p))
+        stale = list(self.root.glob(".tmp_step_*"))  # left by a crash mid-save
+        for old in done[: -self.keep] + stale:
             shutil.rmtree(old, ignore_errors=True)
 
     def load(self, path: str | Path, models: dict, optimizers: dict) -> dict:
         """Restore models, optimisers and this rank's RNG in place; returns meta.json's content."""
         path = Path(path)
-        if not (path / "meta.json").exists():
+        if not _complete(path):
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no meta.json)")
+        meta = json.loads((path / "meta.json").read_text())
+        # DCP reshards on load: a checkpoint of any world size loads into any sharding.
         state = self._state(models, optimizers)
         dcp.load(state, checkpoint_id=str(path))
         for k, m in models.items():
             set_model_state_dict(m, state[f"model.{k}"])
         for k, (m, opt) in optimizers.items():
             set_optimizer_state_dict(m, opt, state[f"optim.{k}"])
-        rng = path / f"rng_rank{self.rank}.pt"
-        if rng.exists():  # absent when resuming on a different world size: keep fresh RNG
-            _set_rng_state(torch.load(rng, weights_only=True))
-        return json.loads((path / "meta.json").read_text())
+        # Per-rank RNG only means something in a world of the same size; otherwise keep fresh seeds.
+        if meta.get("world_size", self.world_size) == self.world_size:
+            _set_rng_state(torch.load(path / f"rng_rank{self.rank}.pt", weights_only=True))
+        return meta
 
 
 def load_model_from_checkpoint(path: str | Path, name: str, module: torch.nn.Module) -> None:
@@ -114,6 +146,7 @@ def load_model_from_checkpoint(path: str | Path, name: str, module: torch.nn.Mod
     set_model_state_dict(module, state[f"model.{name}"])
 
 
-def full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Unsharded CPU state dict (collective: call on every rank; rank 0 gets the tensors)."""
+def export_full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded CPU state dict for export (collective: call on every rank; rank 0 gets the tensors,
+    the others an empty dict). CPU offload keeps the full model out of accelerator memory."""
     return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 T = TypeVar("T")
@@ -28,6 +28,10 @@ class ParallelConfig:
     def validate(self):
         if self.mixed_precision not in ("bf16", "fp32"):
             raise ConfigError(f"parallel.mixed_precision must be 'bf16' or 'fp32', got {self.mixed_precision!r}")
+        if self.mixed_precision == "bf16" and not self.fsdp:
+            # bf16 compute with fp32 master weights is FSDP2's MixedPrecisionPolicy; without FSDP it
+            # would silently become pure-bf16 training
+            raise ConfigError("parallel.mixed_precision=bf16 needs parallel.fsdp=true")
 
 
 @dataclass
@@ -52,25 +56,44 @@ class TrainConfig:
 
 
 def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of `schema` <- YAML <- overrides; then `validate()` (which may recurse)."""
+    """Defaults of `schema` <- YAML <- `key=value` overrides, then `validate()` if the schema has one."""
+    cfg = OmegaConf.structured(schema)
+    if yaml_path is not None:
+        path = Path(yaml_path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as err:  # a YAML syntax error
+            raise ConfigError(f"{path}: {err}") from None
+        if not isinstance(loaded, DictConfig):
+            raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+        cfg = _merge(cfg, loaded, where=str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"overrides must look like key=value, got {item!r}")
+        # one at a time, so an error names the override even when omegaconf names no key
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), where=item.split("=", 1)[0])
     try:
-        cfg = OmegaConf.structured(schema)
-        if yaml_path is not None:
-            path = Path(yaml_path)
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist")
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
-        bad = [o for o in overrides or [] if "=" not in o]
-        if bad:
-            raise ConfigError(f"overrides must look like key=value, got {bad}")
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
-        key = getattr(err, "full_key", None)
-        raise ConfigError(f"config key {key!r}: {err.msg if hasattr(err, 'msg') else err}") from None
+        raise _config_error(err, where="config") from None
     if hasattr(obj, "validate"):
         obj.validate()
     return obj
+
+
+def _merge(cfg, other, where: str):
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as err:
+        raise _config_error(err, where) from None
+
+
+def _config_error(err: OmegaConfBaseException, where: str) -> ConfigError:
+    key = getattr(err, "full_key", None) or where
+    msg = (getattr(err, "msg", None) or str(err)).splitlines()[0]  # drop omegaconf's type dump
+    return ConfigError(f"{key}: {msg}")
 
 
 def dump_config(cfg, path: str | Path) -> None:

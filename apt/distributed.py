@@ -6,6 +6,7 @@ Under torchrun: NCCL on GPU, gloo on CPU. As a plain `python` process: a world-o
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
@@ -16,10 +17,15 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
+from apt.config import ParallelConfig
+
 
 # Our models' outputs (unpatchified velocities) are views; nothing in this project modifies a model
 # output in place, which is the only case FSDP2 warns about.
 warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+
+
+_store_file: str | None = None  # the file:// rendezvous of a world of one
 
 
 @dataclass
@@ -45,18 +51,27 @@ def init_distributed() -> DistInfo:
         local_rank = 0
         if cuda:
             torch.cuda.set_device(0)
-        fd, path = tempfile.mkstemp(prefix="apt-pg-")
+        global _store_file
+        fd, _store_file = tempfile.mkstemp(prefix="apt-pg-")
         os.close(fd)
-        os.unlink(path)  # the file store creates it
-        dist.init_process_group(backend=backend, init_method=f"file://{path}", rank=0, world_size=1)
+        os.unlink(_store_file)  # the file store creates it; shutdown_distributed removes it
+        dist.init_process_group(backend=backend, init_method=f"file://{_store_file}", rank=0, world_size=1)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
 
 
 def shutdown_distributed() -> None:
+    """Barrier then destroy the group. Called from a `finally` while an exception is in flight, it
+    skips the barrier: the other ranks may be waiting in a different collective and it would hang."""
     if dist.is_initialized():
-        dist.barrier()
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()
+    global _store_file
+    if _store_file is not None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_store_file)
+        _store_file = None
 
 
 def exit_cleanly(code: int = 0) -> None:
@@ -67,15 +82,17 @@ def exit_cleanly(code: int = 0) -> None:
     os._exit(code)
 
 
-def parallelize_backbone(backbone, cfg) -> None:
+def parallelize_backbone(backbone, cfg: ParallelConfig) -> None:
     """The per-model parallelize function for WanBackbone: activation checkpointing per block, then
-    FSDP2 fully_shard per block and on the root, with a bf16 mixed-precision policy if asked."""
+    FSDP2 fully_shard per block and on the root, with a bf16 mixed-precision policy if asked.
+    Frozen models (teacher, EMA) go through it too: sharding is what makes them fit at scale."""
+    cfg.validate()
+    # WanBackbone.run_block honours this flag (recompute each block in backward, non-reentrant).
     backbone.activation_checkpointing = bool(cfg.activation_checkpointing)
     if not cfg.fsdp:
+        # FSDP2 is what reduces gradients across ranks; without it nothing would.
         if dist.is_initialized() and dist.get_world_size() > 1:
             raise ValueError("parallel.fsdp=false is only supported in a single process (nothing else syncs grads)")
-        if cfg.mixed_precision == "bf16":
-            backbone.to(torch.bfloat16)
         return
     mp = None
     if cfg.mixed_precision == "bf16":
@@ -101,13 +118,17 @@ def reshard(module: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model, shard by shard (both sharded the same way)."""
+    """ema <- decay * ema + (1 - decay) * model. Works on plain modules and on FSDP2 modules sharded
+    the same way: each rank lerps only its local shards, so no communication is needed."""
+    # A root run under no_grad keeps its params unsharded (full tensors); lerp would then mix a full
+    # tensor with a shard, so put both back to their sharded form first.
     reshard(ema)
     reshard(model)
-    e = [_local(p) for p in ema.parameters()]
-    m = [_local(p).to(e[0].dtype) for p in model.parameters()]
-    if len(e) != len(m):
+    e_named, m_named = list(ema.named_parameters()), list(model.named_parameters())
+    if [n for n, _ in e_named] != [n for n, _ in m_named]:
         raise ValueError("EMA and model have different parameter lists")
+    e = [_local(p) for _, p in e_named]
+    m = [_local(p).to(t.dtype) for (_, p), t in zip(m_named, e)]
     torch._foreach_lerp_(e, m, 1.0 - decay)
 
 
@@ -117,12 +138,19 @@ def copy_params(dst: torch.nn.Module, src: torch.nn.Module) -> None:
         _local(d).copy_(_local(s))
 
 
-def all_reduce_mean(values: dict[str, float], device=None) -> dict[str, float]:
-    """Mean of each scalar over ranks (for logging)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1 or not values:
-        return dict(values)
-    keys = sorted(values)
-    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+def all_reduce_mean(value, device=None):
+    """Mean over ranks of a float, or of each float in a dict (one collective for all of them).
+    For logging only: a local value on a world of one is returned as is."""
+    if isinstance(value, dict):
+        keys = sorted(value)
+        return dict(zip(keys, _mean_over_ranks([float(value[k]) for k in keys], device)))
+    return _mean_over_ranks([float(value)], device)[0]
+
+
+def _mean_over_ranks(values: list[float], device) -> list[float]:
+    if not values or not dist.is_initialized() or dist.get_world_size() == 1:
+        return values
+    # float64 so that logged means do not depend on the reduction order's rounding
+    t = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(t)
-    t /= dist.get_world_size()
-    return dict(zip(keys, t.tolist()))
+    return (t / dist.get_world_size()).tolist()

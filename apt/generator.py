@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
 
 from apt import flow
 
@@ -30,3 +33,23 @@ class OneStepGenerator(torch.nn.Module):
             x_t = flow.add_noise(x0, noise, t)
             x0 = flow.x0_from_v(x_t, self.backbone(x_t, t, text), t)
         return x0
+
+
+def load_generator_from_checkpoint(checkpoint: str | Path, model_dir: str | Path, name: str = "ema") -> OneStepGenerator:
+    """A stage-1/2 training checkpoint's generator (EMA by default) as a plain, unsharded module.
+
+    `checkpoint` is a step directory or a run directory (its latest checkpoint is taken); the
+    architecture comes from the teacher folder the run started from.
+    """
+    from apt.backbone import WanBackbone
+    from apt.checkpoint import latest_checkpoint, load_model_from_checkpoint
+
+    path = Path(checkpoint)
+    if not (path / "meta.json").exists():
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"no complete checkpoint in {path}")
+        path = found
+    backbone = WanBackbone.from_pretrained(model_dir)
+    load_model_from_checkpoint(path, name, backbone)
+    return OneStepGenerator(backbone.eval().requires_grad_(False))

@@ -1,4 +1,5 @@
-"""Rank-0 run log: one JSON object per line in <out_dir>/metrics.jsonl, flushed at every write."""
+"""Rank-0 run log: one JSON object per line in <out_dir>/metrics.jsonl, flushed at every write
+(a crash loses nothing already logged), and messages printed without breaking the progress bar."""
 
 from __future__ import annotations
 
@@ -6,8 +7,12 @@ import json
 import math
 from pathlib import Path
 
+from tqdm import tqdm
+
 
 class RunLog:
+    """resume_step=None starts a fresh file; an int keeps the lines up to that step (resume)."""
+
     def __init__(self, out_dir: str | Path, rank: int = 0, resume_step: int | None = None):
         self.rank = rank
         self.path = Path(out_dir) / "metrics.jsonl"
@@ -15,10 +20,12 @@ class RunLog:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if resume_step is not None and self.path.exists():
-            # drop what was logged after the checkpoint we resume from: those steps run again
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-            self.path.write_text("".join(line + "\n" for line in kept))
+            # drop what was logged after the checkpoint we resume from (those steps run again) and
+            # a line cut short by a crash; replace the file in one rename
+            kept = [r for r in _parse(self.path.read_text()) if r.get("step", 0) <= resume_step]
+            tmp = self.path.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            tmp.replace(self.path)
         elif resume_step is None and self.path.exists():
             self.path.unlink()
 
@@ -30,7 +37,21 @@ class RunLog:
             f.write(json.dumps(clean) + "\n")
             f.flush()
 
+    def message(self, text: str) -> None:
+        if self.rank == 0:
+            tqdm.write(text)  # prints above a running tqdm bar instead of through it
+
+
+def _parse(text: str) -> list[dict]:
+    records = []
+    for line in text.splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # blank, or cut short by a crash
+    return records
+
 
 def read_metrics(out_dir: str | Path) -> list[dict]:
     path = Path(out_dir) / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return _parse(path.read_text()) if path.exists() else []

@@ -60,7 +60,9 @@ def frame_grid(rows: list[torch.Tensor], labels: list[str] | None = None, upscal
 
     strips = [to_uint8_frames(v, upscale) for v in rows]
     f, h, w, _ = strips[0].shape
-    label_width = label_width or (8 * max((len(s) for s in labels), default=0) + 8 if labels else 0)
+    if labels and not label_width:
+        measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+        label_width = int(max(measure.textlength(s) for s in labels)) + 10
     grid = Image.new("RGB", (label_width + f * (w + gap), len(strips) * (h + gap)), (40, 40, 40))
     draw = ImageDraw.Draw(grid)
     for r, strip in enumerate(strips):

@@ -18,6 +18,9 @@ def main(argv=None):
     parser.add_argument("--component", choices=["vae", "text", "teacher", "all"], default="all")
     parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR, help="diffusers-layout folder to write")
     parser.add_argument("--steps", type=int, default=None, help="override the component's training steps")
+    parser.add_argument("--continue-teacher", action="store_true",
+                        help="train the folder's existing teacher further (on clips of --seed) instead of from scratch")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     steps = {} if args.steps is None else {"steps": args.steps}
@@ -32,7 +35,7 @@ def main(argv=None):
     if args.component in ("teacher", "all"):
         from apt.toy.train_teacher import train_teacher
 
-        train_teacher(args.out, **steps)
+        train_teacher(args.out, seed=args.seed, continue_training=args.continue_teacher, **steps)
 
 
 if __name__ == "__main__":

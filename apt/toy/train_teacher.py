@@ -8,6 +8,7 @@ folder as a complete WanPipeline (model_index.json, scheduler/) so diffusers its
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 from pathlib import Path
@@ -36,7 +37,10 @@ def flow_matching_loss(model: WanBackbone, x0: torch.Tensor, text: torch.Tensor,
 
 def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: float = 5e-4,
                   num_videos: int = 6000, num_images: int = 1500, image_fraction: float = 0.2,
-                  caption_dropout: float = 0.1, ema_decay: float = 0.999, seed: int = 0) -> WanBackbone:
+                  caption_dropout: float = 0.1, ema_decay: float = 0.999, seed: int = 0,
+                  continue_training: bool = False) -> WanBackbone:
+    """continue_training: start from the folder's transformer/ (more steps on fresh clips) instead of
+    from scratch; the build report then records both rounds."""
     from diffusers import WanTransformer3DModel
 
     model_dir = Path(model_dir)
@@ -50,7 +54,13 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
     empty = comps.text.encode([""])  # caption dropout target = the negative prompt used for CFG
     encode_seconds = time.time() - start
 
-    model = WanBackbone(WanTransformer3DModel(**TRANSFORMER_CONFIG))
+    previous = None
+    if continue_training:
+        model = WanBackbone.from_pretrained(model_dir)
+        previous = json.loads((model_dir / "build_report.json").read_text()).get("transformer")
+    else:
+        model = WanBackbone(WanTransformer3DModel(**TRANSFORMER_CONFIG))
+    model.train()
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (0.55 + 0.45 * math.cos(math.pi * s / steps)))
@@ -81,7 +91,8 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
                                           num_images=num_images, caption_dropout=caption_dropout, ema_decay=ema_decay,
                                           seed=seed, encode_seconds=round(encode_seconds, 1), seconds=round(seconds, 1),
                                           final_loss_smoothed=round(ema_loss, 5),
-                                          parameters=sum(p.numel() for p in model.parameters())))
+                                          parameters=sum(p.numel() for p in model.parameters()),
+                                          continued_from=previous))
     return ema
 
 
