@@ -103,3 +103,8 @@ def save_pipeline_folder(model_dir: Path, transformer, comps) -> None:
     pipe = WanPipeline(tokenizer=comps.text.tokenizer, text_encoder=comps.text.encoder, vae=comps.vae.vae,
                        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=SAMPLING_SHIFT))
     pipe.save_pretrained(model_dir)
+    # a continued teacher remembers the folder it was loaded from; keep build paths out of the shipped config
+    for config in Path(model_dir).glob("*/config.json"):
+        data = json.loads(config.read_text())
+        if data.pop("_name_or_path", None) is not None:
+            config.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
