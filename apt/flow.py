@@ -15,7 +15,7 @@ import torch
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def _bcast(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+def per_sample(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """t as a tensor broadcastable over `like` (per-sample t of shape (B,) or a scalar)."""
     t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
     return t.view(-1, *([1] * (like.ndim - 1))) if t.ndim else t
@@ -29,7 +29,7 @@ def shift(t: torch.Tensor | float, s: float) -> torch.Tensor | float:
 
 
 def add_noise(x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    t = _bcast(t, x0)
+    t = per_sample(t, x0)
     return (1 - t) * x0 + t * eps
 
 
@@ -38,16 +38,16 @@ def velocity_target(x0: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 def x0_from_v(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    return x_t - _bcast(t, x_t) * v
+    return x_t - per_sample(t, x_t) * v
 
 
 def eps_from_v(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
-    return x_t + (1 - _bcast(t, x_t)) * v
+    return x_t + (1 - per_sample(t, x_t)) * v
 
 
 def v_from_x0(x_t: torch.Tensor, x0: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """Velocity that maps x_t to x0; undefined at t = 0."""
-    return (x_t - x0) / _bcast(t, x_t)
+    return (x_t - x0) / per_sample(t, x_t)
 
 
 def sample_timesteps(batch: int, s: float = 1.0, generator: torch.Generator | None = None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -67,9 +67,13 @@ class Sampler:
 
     @torch.no_grad()
     def generate(self, prompts: list[str], cfg: SampleConfig, timer: PhaseTimer | None = None,
-                 decode: bool = True) -> torch.Tensor:
-        """Videos (B, 3, F, H, W) in [-1, 1] (or latents if decode=False); sample i uses seed cfg.seed + i."""
+                 decode: bool = True, batch_size: int | None = None) -> torch.Tensor:
+        """Videos (B, 3, F, H, W) in [-1, 1] (or latents if decode=False); sample i uses seed cfg.seed + i,
+        whatever the batching (batch_size bounds how many run at once)."""
         timer = timer or PhaseTimer()
+        if batch_size and len(prompts) > batch_size:
+            return torch.cat([self.generate(prompts[i : i + batch_size], replace(cfg, seed=cfg.seed + i), timer, decode)
+                              for i in range(0, len(prompts), batch_size)])
         shape = self.latent_shape(cfg)
         with timer.phase("text_encoder"):
             text = self.c.text.encode(prompts).to(self.device)

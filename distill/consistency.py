@@ -35,7 +35,7 @@ def teacher_ode_step(teacher: Callable, x_next: torch.Tensor, t_next: torch.Tens
                      text: torch.Tensor, negative_text: torch.Tensor | None, guidance_scale: float) -> torch.Tensor:
     """One Euler step of the guided teacher ODE from t_{n+1} down to t_n."""
     v = flow.guided_velocity(teacher, x_next, t_next, text, negative_text, guidance_scale)
-    return x_next + flow._bcast(t_cur - t_next, x_next) * v
+    return x_next + flow.per_sample(t_cur - t_next, x_next) * v
 
 
 def cd_loss(student: Callable, target: Callable, teacher: Callable, x0: torch.Tensor, text: torch.Tensor,

@@ -10,8 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
 from apt.loading import load_components
 from apt.pipeline import PhaseTimer, SampleConfig, Sampler
 from apt.toy.components import TOY_MODEL_DIR
@@ -62,11 +60,7 @@ def main(argv=None) -> dict:
     timer = PhaseTimer()
     with timer.phase("load"):
         sampler = Sampler(load_components(args.model))
-    videos = []
-    for start in range(0, len(prompts), args.batch_size):
-        batch_cfg = SampleConfig(**{**cfg.__dict__, "seed": cfg.seed + start})
-        videos.append(sampler.generate(prompts[start : start + args.batch_size], batch_cfg, timer))
-    videos = torch.cat(videos)
+    videos = sampler.generate(prompts, cfg, timer, batch_size=args.batch_size)
     paths = []
     with timer.phase("write"):
         for i, (prompt, video) in enumerate(zip(prompts, videos)):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import torch
-
 from apt.data.toy import COLOUR_NAMES, DIRECTION_NAMES, caption, combo_id, held_out_combos
 from apt.loading import load_components
 from apt.pipeline import SampleConfig, Sampler
@@ -27,10 +25,5 @@ def check_teacher(model_dir, n: int = 48, seed: int = 0, held_out: bool = False,
     cfg = cfg or SampleConfig()
     sampler = Sampler(load_components(model_dir))
     requests = check_prompts(n, seed, held_out)
-    videos = []
-    for start in range(0, n, batch_size):
-        chunk = requests[start : start + batch_size]
-        videos.append(sampler.generate([r["caption"] for r in chunk],
-                                       SampleConfig(**{**cfg.__dict__, "seed": cfg.seed + start})))
-    videos = torch.cat(videos)
+    videos = sampler.generate([r["caption"] for r in requests], cfg, batch_size=batch_size)
     return attribute_accuracy(videos, requests), videos, requests
