@@ -82,6 +82,13 @@ def exit_cleanly(code: int = 0) -> None:
     os._exit(code)
 
 
+def fsdp_kwargs(cfg: ParallelConfig) -> dict:
+    """fully_shard keyword arguments for the configured precision (bf16 compute, fp32 reduction)."""
+    if cfg.mixed_precision == "bf16":
+        return {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
+    return {}
+
+
 def parallelize_backbone(backbone, cfg: ParallelConfig) -> None:
     """The per-model parallelize function for WanBackbone: activation checkpointing per block, then
     FSDP2 fully_shard per block and on the root, with a bf16 mixed-precision policy if asked.
@@ -94,10 +101,7 @@ def parallelize_backbone(backbone, cfg: ParallelConfig) -> None:
         if dist.is_initialized() and dist.get_world_size() > 1:
             raise ValueError("parallel.fsdp=false is only supported in a single process (nothing else syncs grads)")
         return
-    mp = None
-    if cfg.mixed_precision == "bf16":
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    kwargs = {"mp_policy": mp} if mp is not None else {}
+    kwargs = fsdp_kwargs(cfg)
     for block in backbone.blocks:
         fully_shard(block, **kwargs)
     fully_shard(backbone, **kwargs)

@@ -1,0 +1,97 @@
+import pytest
+import torch
+
+from apt import flow
+from apt.backbone import WanBackbone
+from apt.testing import tiny_transformer
+from discriminator.heads import TokenHead
+from discriminator.model import Discriminator
+
+
+def _inputs(b=3):
+    return torch.randn(b, 4, 3, 4, 4), torch.randn(b, 5, 16)
+
+
+def test_token_head_summarises_tokens_to_one_vector():
+    head = TokenHead(24, 2)
+    out = head(torch.randn(3, 10, 24))
+    assert out.shape == (3, 24)
+    # one learnable query: the output does not depend on token order
+    tokens = torch.randn(2, 7, 24)
+    assert torch.allclose(head(tokens), head(tokens[:, torch.randperm(7)]), atol=1e-5)
+    with pytest.raises(ValueError):
+        TokenHead(10, 3)
+
+
+def test_discriminator_shapes_taps_and_independent_copy():
+    teacher = WanBackbone(tiny_transformer())
+    d = Discriminator.from_teacher(teacher)
+    assert d.taps == (2, 3, 4)
+    x, text = _inputs()
+    assert d(x, text).shape == (3,)
+    assert Discriminator.from_teacher(teacher, taps=(1, 3)).taps == (1, 3)
+    with pytest.raises(ValueError):
+        Discriminator.from_teacher(teacher, taps=(0, 5))
+    with torch.no_grad():
+        next(d.backbone.parameters()).add_(1.0)
+    assert not torch.equal(next(d.backbone.parameters()), next(teacher.parameters()))
+
+
+def test_every_trainable_parameter_gets_a_gradient():
+    d = Discriminator.from_teacher(WanBackbone(tiny_transformer()), taps=(1, 3))
+    x, text = _inputs()
+    d(x, text, shift_s=12.0).sum().backward()
+    trainable = [(n, p) for n, p in d.named_parameters() if p.requires_grad]
+    missing = [n for n, p in trainable if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+    frozen = {n for n, p in d.named_parameters() if not p.requires_grad}
+    assert "backbone.model.blocks.3.ffn.net.2.weight" in frozen  # past the deepest tap (3)
+    assert "backbone.model.proj_out.weight" in frozen
+    assert not any(n.startswith("backbone.model.blocks.2.") for n in frozen)
+
+
+def test_renoising_uses_the_given_time_and_noise():
+    d = Discriminator.from_teacher(WanBackbone(tiny_transformer())).eval()
+    x, text = _inputs()
+    t, noise = torch.tensor([0.2, 0.5, 0.9]), torch.randn_like(x)
+    with torch.no_grad():
+        assert torch.allclose(d(x, text, t=t, noise=noise), d.logits_at(flow.add_noise(x, noise, t), t, text))
+        g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+        assert torch.equal(d(x, text, shift_s=12.0, generator=g1), d(x, text, shift_s=12.0, generator=g2))
+
+
+def _sharded_matches_plain():
+    """Subprocess body: a world-of-one FSDP2 discriminator gives the plain one's logits and grads."""
+    import copy
+
+    from apt.config import ParallelConfig
+    from apt.distributed import init_distributed, shutdown_distributed
+    from discriminator.parallel import parallelize_discriminator
+
+    init_distributed()
+    plain = Discriminator.from_teacher(WanBackbone(tiny_transformer()))
+    sharded = copy.deepcopy(plain)
+    parallelize_discriminator(sharded, ParallelConfig(activation_checkpointing=True))
+    x, text = _inputs()
+    t, noise = torch.rand(3), torch.randn_like(x)
+    a, b = plain(x, text, t=t, noise=noise), sharded(x, text, t=t, noise=noise)
+    assert torch.allclose(a, b, atol=1e-5)
+    a.sum().backward()
+    b.sum().backward()
+    ga = plain.heads[0].query.grad
+    gb = sharded.heads[0].query.grad.full_tensor()
+    assert torch.allclose(ga, gb, atol=1e-5)
+    shutdown_distributed()
+
+
+def test_fsdp2_sharded_discriminator_matches_plain():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    code = f"import sys; sys.path.insert(0, {str(tests)!r}); import test_discriminator as t; t._sharded_matches_plain()"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert out.returncode == 0, out.stderr[-3000:]
