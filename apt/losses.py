@@ -1,0 +1,48 @@
+"""Adversarial losses of stage 2 (PAPER.md; the paper's printed signs are inconsistent, these are
+the standard non-saturating ones):
+
+    L_D = softplus(-D(x)) + softplus(D(x_hat)) + lambda * L_aR1
+    L_G = softplus(-D(x_hat))
+    L_aR1 = || D(x, c) - D(x + sigma * n, c) ||^2,  n ~ N(0, I)
+
+Approximate R1 replaces the gradient penalty because FSDP, activation checkpointing and flash
+attention do not support double backward. Both D calls must see the same re-noising timestep and
+noise, so that only the sigma-perturbation differs: callers pass one `t`/`noise` to both.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return (F.softplus(-real_logits) + F.softplus(fake_logits)).mean()
+
+
+def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-fake_logits).mean()
+
+
+def approximate_r1(real_logits: torch.Tensor, perturbed_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of the squared logit change under a small perturbation of the real input."""
+    return (real_logits - perturbed_logits).square().mean()
+
+
+def perturb(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """x + sigma * n: sigma 0.01 for images, 0.1 for video in the paper."""
+    return x + sigma * torch.randn(x.shape, generator=generator).to(x)
+
+
+def relativistic_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """APT2's relativistic pairing loss (optional): softplus(-(D(x) - D(x_hat)))."""
+    return F.softplus(-(real_logits - fake_logits)).mean()
+
+
+def relativistic_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-(fake_logits - real_logits)).mean()
+
+
+def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+    """Fraction of reals scored > 0 and fakes < 0 (a diagnostic: ~1.0 for long means D is winning)."""
+    return 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).item()
