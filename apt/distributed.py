@@ -136,12 +136,6 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     torch._foreach_lerp_(e, m, 1.0 - decay)
 
 
-@torch.no_grad()
-def copy_params(dst: torch.nn.Module, src: torch.nn.Module) -> None:
-    for d, s in zip(dst.parameters(), src.parameters()):
-        _local(d).copy_(_local(s))
-
-
 def all_reduce_mean(value, device=None):
     """Mean over ranks of a float, or of each float in a dict (one collective for all of them).
     For logging only: a local value on a world of one is returned as is."""

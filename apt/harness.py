@@ -39,10 +39,6 @@ class Stage(Protocol):
         """Called on every rank (a sharded forward is collective); rank 0 writes the files."""
 
 
-class TrainingStopped(RuntimeError):
-    """Raised by a stage's step to stop the run with a message (e.g. collapse detected)."""
-
-
 def collate(items: list[dict]) -> dict:
     return {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k]) else [it[k] for it in items]
             for k in items[0]}

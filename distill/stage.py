@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -27,7 +28,7 @@ class ConsistencyDistillation:
         self.teacher = teacher.eval().requires_grad_(False)
         par = cfg.parallel
         parallelize_backbone(self.student, par)
-        no_ac = type(par)(**{**par.__dict__, "activation_checkpointing": False})  # nothing to recompute without grad
+        no_ac = replace(par, activation_checkpointing=False)  # nothing to recompute without grad
         parallelize_backbone(self.ema, no_ac)
         parallelize_backbone(self.teacher, no_ac)
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.cd.lr, betas=(0.9, 0.99),

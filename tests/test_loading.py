@@ -53,3 +53,13 @@ def test_vae_normalisation_matches_wan_pipeline_convention(tiny_model_dir):
     assert torch.allclose(vae.decode(z), vae.vae.decode(raw).sample.clamp(-1, 1), atol=1e-5)
     with pytest.raises(ValueError, match="4k\\+1"):
         vae.latent_shape(8, 16, 16)
+
+
+def test_unclamped_vae_decode_used_for_training_equals_diffusers_decode_up_to_the_clamp(tiny_model_dir):
+    from apt.toy.train_vae import decode_unclamped
+
+    vae = load_components(tiny_model_dir, parts=("vae",)).vae.vae
+    z = torch.randn(2, 4, 3, 4, 4) * 3
+    with torch.no_grad():
+        raw = decode_unclamped(vae, z)
+        assert torch.equal(raw.clamp(-1, 1), vae.decode(z).sample)
