@@ -5,7 +5,7 @@ Unknown keys, wrong types and impossible values fail at start-up with a message 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -55,6 +55,39 @@ class TrainConfig:
             raise ConfigError(f"train.sample_every must be >= 0, got {self.sample_every}")
 
 
+@dataclass
+class ModelConfig:
+    path: str = "toy"  # "toy" = the shipped toy teacher folder, else a diffusers-layout Wan folder
+
+
+@dataclass
+class DataConfig:
+    source: str = "toy"  # the toy world, encoded once and cached
+    num_clips: int = 4096
+    frames: int = 9
+    seed: int = 0
+    cache_dir: str = ""  # "" = $APT_CACHE_DIR or ~/.cache/seaweed-apt
+
+    def validate(self):
+        if self.source != "toy":
+            raise ConfigError(f"data.source: only 'toy' is supported so far, got {self.source!r}")
+        if self.num_clips < 1:
+            raise ConfigError(f"data.num_clips must be positive, got {self.num_clips}")
+
+
+@dataclass
+class SamplingConfig:
+    prompts: list[str] = field(default_factory=lambda: [
+        "a red seven moving up and to the left",
+        "a blue two moving right",
+        "a yellow four moving down",
+        "a cyan zero moving up and to the right",
+    ])
+    seed: int = 1000  # prompt i uses seed + i, the same at every sampling step
+    fps: int = 8
+    upscale: int = 4
+
+
 def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of `schema` <- YAML <- `key=value` overrides, then `validate()` if the schema has one."""
     cfg = OmegaConf.structured(schema)
@@ -98,3 +131,13 @@ def _config_error(err: OmegaConfBaseException, where: str) -> ConfigError:
 
 def dump_config(cfg, path: str | Path) -> None:
     Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def config_arg_parser(doc: str):
+    """`--config YAML` plus trailing key=value overrides: the command line of every training entry."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, help="YAML config, e.g. configs/toy/distill.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
+    return parser

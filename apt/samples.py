@@ -18,6 +18,13 @@ class SampleWriter:
         self.noise = initial_noise(latent_shape, [seed + i for i in range(len(prompts))])
         self.fps, self.upscale = fps, upscale
 
+    @classmethod
+    def for_run(cls, sampling_cfg, components, latent_shape: tuple[int, ...], rank: int) -> "SampleWriter":
+        """From a run's `sampling` config; every rank embeds the prompts, rank 0 keeps the VAE to decode."""
+        return cls(sampling_cfg.prompts, components.text.encode(sampling_cfg.prompts), latent_shape,
+                   sampling_cfg.seed, vae=components.vae if rank == 0 else None, rank=rank,
+                   fps=sampling_cfg.fps, upscale=sampling_cfg.upscale)
+
     @torch.no_grad()
     def write(self, generator: torch.nn.Module, step: int, out_dir: Path) -> Path | None:
         device = next(iter(generator.parameters())).device

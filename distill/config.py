@@ -4,27 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apt.config import ConfigError, ParallelConfig, TrainConfig
-
-
-@dataclass
-class ModelConfig:
-    path: str = "toy"  # "toy" = the shipped toy teacher folder, else a diffusers-layout Wan folder
-
-
-@dataclass
-class DataConfig:
-    source: str = "toy"  # the toy world, encoded once and cached
-    num_clips: int = 4096
-    frames: int = 9
-    seed: int = 0
-    cache_dir: str = ""  # "" = $APT_CACHE_DIR or ~/.cache/seaweed-apt
-
-    def validate(self):
-        if self.source != "toy":
-            raise ConfigError(f"data.source: only 'toy' is supported so far, got {self.source!r}")
-        if self.num_clips < 1:
-            raise ConfigError(f"data.num_clips must be positive, got {self.num_clips}")
+from apt.config import ConfigError, DataConfig, ModelConfig, ParallelConfig, SamplingConfig, TrainConfig
 
 
 @dataclass
@@ -48,19 +28,6 @@ class CDConfig:
             raise ConfigError(f"cd.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.shift <= 0 or self.lr <= 0:
             raise ConfigError("cd.shift and cd.lr must be positive")
-
-
-@dataclass
-class SamplingConfig:
-    prompts: list[str] = field(default_factory=lambda: [
-        "a red seven moving up and to the left",
-        "a blue two moving right",
-        "a yellow four moving down",
-        "a cyan zero moving up and to the right",
-    ])
-    seed: int = 1000  # prompt i uses seed + i, the same at every sampling step
-    fps: int = 8
-    upscale: int = 4
 
 
 @dataclass

@@ -77,3 +77,18 @@ def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, f
     save_file({"latents": latents.contiguous(), "text_table": table.contiguous(), "rows": rows}, str(tmp))
     tmp.replace(path)
     return LatentDataset(latents, table, rows, captions)
+
+
+def build_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentDataset:
+    """Both stages' data: rank 0 encodes the toy world (once, cached), then the others read the cache."""
+    if data_cfg.source != "toy":
+        raise ValueError(f"data.source {data_cfg.source!r} is not supported")
+    kwargs = dict(num_clips=data_cfg.num_clips, seed=data_cfg.seed, frames=data_cfg.frames,
+                  cache_dir=data_cfg.cache_dir or None)
+    if dist.rank == 0:
+        data = toy_latent_dataset(components, model_dir, **kwargs)
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+    if dist.rank != 0:
+        data = toy_latent_dataset(components, model_dir, show_progress=False, **kwargs)
+    return data

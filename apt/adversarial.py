@@ -1,0 +1,145 @@
+"""Stage 2 as a harness stage: alternating discriminator and generator updates (PAPER.md).
+
+    G(z, c) = z - v(z, 1, c)           initialised from the stage-1 EMA
+    D = teacher copy + token heads     initialised from the ORIGINAL teacher, all used weights trained
+    D step: L_D = softplus(-D(x)) + softplus(D(G(z))) + lambda * ||D(x) - D(x + sigma n)||^2
+    G step: L_G = softplus(-D(G(z)))   then EMA of G
+RMSProp (alpha 0.9) for both, no weight decay, no gradient clipping.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from apt import flow, losses
+from apt.adversarial_config import APTConfig
+from apt.backbone import WanBackbone
+from apt.distributed import DistInfo, all_reduce_mean, ema_update, parallelize_backbone
+from apt.generator import OneStepGenerator
+from apt.samples import SampleWriter
+from discriminator.model import Discriminator
+from discriminator.parallel import parallelize_discriminator
+
+
+class TrainingCollapsed(RuntimeError):
+    pass
+
+
+def _grad_norm(module: torch.nn.Module) -> float:
+    norm = torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+class AdversarialPostTraining:
+    name = "apt"
+
+    def __init__(self, cfg: APTConfig, dist: DistInfo, teacher: WanBackbone, generator_init: WanBackbone,
+                 samples: SampleWriter):
+        self.cfg, self.dist, self.samples = cfg, dist, samples
+        adv, par = cfg.adv, cfg.parallel
+        self.generator = OneStepGenerator(generator_init.train().requires_grad_(True))
+        self.ema = OneStepGenerator(WanBackbone(copy.deepcopy(generator_init.model)).eval().requires_grad_(False))
+        self.discriminator = Discriminator.from_teacher(teacher, taps=tuple(adv.taps) or None,
+                                                        mlp_ratio=adv.head_mlp_ratio)
+        parallelize_backbone(self.generator.backbone, par)
+        parallelize_backbone(self.ema.backbone, replace(par, activation_checkpointing=False))
+        parallelize_discriminator(self.discriminator, par)
+        rms = dict(alpha=adv.rmsprop_alpha, eps=1e-8, weight_decay=0.0)
+        self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=adv.lr_generator, **rms)
+        self.opt_d = torch.optim.RMSprop([p for p in self.discriminator.parameters() if p.requires_grad],
+                                         lr=adv.lr_discriminator, **rms)
+        self.low_d_loss_steps = 0
+
+    def modules(self):
+        return {"generator": self.generator, "ema": self.ema, "discriminator": self.discriminator}
+
+    def optimizers(self):
+        return {"generator": (self.generator, self.opt_g), "discriminator": (self.discriminator, self.opt_d)}
+
+    def _fake(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        return self.generator(torch.randn_like(x), text)
+
+    def _d_logits(self, x0: torch.Tensor, text: torch.Tensor, t=None, noise=None) -> torch.Tensor:
+        return self.discriminator(x0, text, shift_s=self.cfg.adv.d_shift, t=t, noise=noise)
+
+    def _adv_losses(self, real_logits, fake_logits):
+        if self.cfg.adv.loss == "relativistic":
+            return losses.relativistic_d_loss(real_logits, fake_logits), losses.relativistic_g_loss(real_logits,
+                                                                                                  fake_logits)
+        return losses.d_loss(real_logits, fake_logits), losses.g_loss(fake_logits)
+
+    def train_step(self, next_batch, step: int) -> dict[str, float]:
+        adv, accum, dev = self.cfg.adv, self.cfg.train.grad_accum, self.dist.device
+        m: dict[str, float] = {}
+
+        def add(key, value):
+            m[key] = m.get(key, 0.0) + float(value) / accum
+
+        # -- discriminator update -----------------------------------------------------------
+        self.opt_d.zero_grad(set_to_none=True)
+        for _ in range(accum):
+            batch = next_batch()
+            x, text = batch["latent"].to(dev), batch["text"].to(dev)
+            with torch.no_grad():
+                fake = self._fake(x, text)
+            t = flow.sample_timesteps(x.shape[0], adv.d_shift).to(dev)
+            noise = torch.randn_like(x)
+            real_logits = self._d_logits(x, text, t, noise)
+            fake_logits = self._d_logits(fake, text)
+            loss_d, _ = self._adv_losses(real_logits, fake_logits)
+            total = loss_d
+            if adv.r1_weight > 0:
+                # same t and noise as the real pass: only the sigma-perturbation differs
+                perturbed_logits = self._d_logits(losses.perturb(x, adv.r1_sigma), text, t, noise)
+                r1 = losses.approximate_r1(real_logits, perturbed_logits)
+                total = total + adv.r1_weight * r1
+                add("aR1", r1.item())
+            (total / accum).backward()
+            add("d_loss", loss_d.item())
+            add("d_real", real_logits.mean().item())
+            add("d_fake", fake_logits.mean().item())
+            add("d_accuracy", losses.d_accuracy(real_logits, fake_logits))
+        m["d_grad_norm"] = _grad_norm(self.discriminator)
+        self.opt_d.step()
+
+        # -- generator update ---------------------------------------------------------------
+        self.opt_g.zero_grad(set_to_none=True)
+        for _ in range(accum):
+            batch = next_batch()
+            x, text = batch["latent"].to(dev), batch["text"].to(dev)
+            fake_logits = self._d_logits(self._fake(x, text), text)
+            if adv.loss == "relativistic":
+                with torch.no_grad():
+                    real_logits = self._d_logits(x, text)
+                _, loss_g = self._adv_losses(real_logits, fake_logits)
+            else:
+                loss_g = losses.g_loss(fake_logits)
+            (loss_g / accum).backward()
+            add("g_loss", loss_g.item())
+        m["g_grad_norm"] = _grad_norm(self.generator)
+        self.opt_g.step()
+        ema_update(self.ema, self.generator, adv.ema_decay)
+        self._guard(step, m)
+        return m
+
+    def _guard(self, step: int, m: dict[str, float]) -> None:
+        """Stop with a clear message when training has collapsed (the last checkpoint is intact)."""
+        m = all_reduce_mean(m)  # every rank must take the same decision, or the others hang
+        bad = [k for k, v in m.items() if not math.isfinite(v)]
+        if bad:
+            raise TrainingCollapsed(f"non-finite {', '.join(bad)} at step {step + 1}: lower the learning rates or "
+                                    f"raise adv.r1_weight, then resume from the last checkpoint")
+        self.low_d_loss_steps = self.low_d_loss_steps + 1 if m["d_loss"] < self.cfg.adv.collapse_d_loss else 0
+        if self.low_d_loss_steps >= self.cfg.adv.collapse_patience:
+            raise TrainingCollapsed(
+                f"discriminator loss below {self.cfg.adv.collapse_d_loss} for {self.low_d_loss_steps} steps "
+                f"(D wins outright, G gets no signal): check adv.r1_weight / adv.r1_sigma and the batch size")
+
+    @torch.no_grad()
+    def sample(self, step: int, out_dir: Path) -> None:
+        self.samples.write(self.ema, step, out_dir)

@@ -1,0 +1,51 @@
+"""Stage-2 configuration: configs/<model>/apt*.yaml merged over these defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from apt.config import ConfigError, DataConfig, ModelConfig, ParallelConfig, SamplingConfig, TrainConfig
+
+
+@dataclass
+class AdversarialConfig:
+    generator_init: str = ""  # stage-1 run dir or checkpoint (its EMA), or "teacher" (for tests only)
+    lr_generator: float = 5e-6  # paper: 5e-6 image stage, 3e-6 video stage
+    lr_discriminator: float = 5e-6
+    rmsprop_alpha: float = 0.9  # RMSProp alpha 0.9 (= Adam beta1 0, beta2 0.9)
+    ema_decay: float = 0.995
+    d_shift: float = 12.0  # D re-noising t ~ shift(U(0,1), s): 1 for images, 12 for video
+    r1_weight: float = 100.0  # approximate R1 lambda; 0 disables it (the ablation)
+    r1_sigma: float = 0.1  # 0.01 images, 0.1 video
+    loss: str = "nonsaturating"  # or "relativistic" (APT2's pairing loss)
+    taps: list[int] = field(default_factory=list)  # 1-based; empty = 4/9, 13/18, 1 of depth
+    head_mlp_ratio: float = 4.0
+    collapse_d_loss: float = 1e-3  # stop when the D loss stays below this ...
+    collapse_patience: int = 20  # ... for this many consecutive steps
+
+    def validate(self):
+        if not self.generator_init:
+            raise ConfigError("adv.generator_init: give the stage-1 run (or checkpoint) the generator starts from")
+        if self.loss not in ("nonsaturating", "relativistic"):
+            raise ConfigError(f"adv.loss must be 'nonsaturating' or 'relativistic', got {self.loss!r}")
+        for key in ("lr_generator", "lr_discriminator", "d_shift"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"adv.{key} must be positive, got {getattr(self, key)}")
+        if self.r1_weight < 0 or self.r1_sigma <= 0:
+            raise ConfigError("adv.r1_weight must be >= 0 and adv.r1_sigma > 0")
+        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.rmsprop_alpha < 1.0:
+            raise ConfigError("adv.ema_decay must be in [0, 1) and adv.rmsprop_alpha in (0, 1)")
+
+
+@dataclass
+class APTConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    adv: AdversarialConfig = field(default_factory=AdversarialConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self):
+        for part in (self.data, self.adv, self.parallel, self.train):
+            part.validate()
