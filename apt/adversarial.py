@@ -55,11 +55,13 @@ class AdversarialPostTraining:
                                          lr=adv.lr_discriminator, **rms)
         self.low_d_loss_steps = 0
 
+    # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so
+    # load_generator_from_checkpoint and export read either stage's checkpoint.
     def modules(self):
-        return {"generator": self.generator, "ema": self.ema, "discriminator": self.discriminator}
+        return {"generator": self.generator.backbone, "ema": self.ema.backbone, "discriminator": self.discriminator}
 
     def optimizers(self):
-        return {"generator": (self.generator, self.opt_g), "discriminator": (self.discriminator, self.opt_d)}
+        return {"generator": (self.generator.backbone, self.opt_g), "discriminator": (self.discriminator, self.opt_d)}
 
     def _fake(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.generator(torch.randn_like(x), text)

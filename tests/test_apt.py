@@ -82,3 +82,10 @@ def test_torchrun_two_process_apt_resumes_to_identical_losses(tmp_path, tiny_mod
     assert sorted(straight) == sorted(split) == [1, 2, 3, 4]
     assert split[3] == straight[3] and split[4] == straight[4]
     assert all(v > 0 for v in straight[1][:2])
+    # the stage-2 EMA generator loads through the same path as stage 1's
+    from apt.generator import load_generator_from_checkpoint
+
+    z, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 32, 16)
+    a = load_generator_from_checkpoint(tmp_path / "straight", tiny_model_dir)(z, text)
+    b = load_generator_from_checkpoint(tmp_path / "split", tiny_model_dir)(z, text)
+    assert torch.allclose(a, b, atol=1e-6)
