@@ -40,3 +40,27 @@ def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int 
     )
     pipe.save_pretrained(path)
     return Path(path)
+
+
+def straight_and_resumed_runs(script: Path, config: Path, overrides: list[str], tmp_path: Path,
+                              steps: int = 4, stop_at: int = 2) -> tuple[Path, Path]:
+    """Launch a 2-process gloo torchrun training `steps` straight, and again stopped at `stop_at`
+    then resumed (train.resume=auto); returns the two run folders. Needs checkpoint_every | stop_at."""
+    import os
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+            str(script), "--config", str(config), "train.sample_every=0", *overrides]
+    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
+
+    def run(out_dir: Path, n: int) -> None:
+        out = subprocess.run(base + [f"train.out_dir={out_dir}", f"train.steps={n}"], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0, out.stderr[-4000:]
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(straight, steps)
+    run(split, stop_at)
+    run(split, steps)
+    return straight, split

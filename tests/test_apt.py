@@ -1,8 +1,5 @@
 """Stage 2: config, collapse guard, gradient flow, and 2-process torchrun resume."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ from apt.backbone import WanBackbone
 from apt.config import ConfigError, load_config
 from apt.generator import OneStepGenerator
 from apt.run_log import read_metrics
-from apt.testing import tiny_transformer
+from apt.testing import straight_and_resumed_runs, tiny_transformer
 from discriminator.model import Discriminator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,21 +58,10 @@ def test_generator_loss_reaches_every_generator_parameter():
 
 @pytest.mark.slow
 def test_torchrun_two_process_apt_resumes_to_identical_losses(tmp_path, tiny_model_dir):
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-            str(ROOT / "scripts" / "train_apt.py"), "--config", str(TOY), f"model.path={tiny_model_dir}",
-            "adv.generator_init=teacher", "data.num_clips=32", "train.micro_batch_size=4", "train.grad_accum=2",
-            "train.checkpoint_every=2", "train.sample_every=0", "parallel.mixed_precision=bf16",
-            "parallel.activation_checkpointing=true"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
-
-    def run(out_dir, steps):
-        out = subprocess.run(base + [f"train.out_dir={out_dir}", f"train.steps={steps}"], env=env,
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-4000:]
-
-    run(tmp_path / "straight", 4)
-    run(tmp_path / "split", 2)
-    run(tmp_path / "split", 4)
+    straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", TOY, [
+        f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=32",
+        "train.micro_batch_size=4", "train.grad_accum=2", "train.checkpoint_every=2",
+        "parallel.mixed_precision=bf16", "parallel.activation_checkpointing=true"], tmp_path)
     keys = ("d_loss", "g_loss", "aR1", "d_real", "d_fake")
     straight = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "straight")}
     split = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "split")}

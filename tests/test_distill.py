@@ -1,9 +1,6 @@
 """Stage 1 end to end: torchrun, FSDP2, checkpoint/resume, and the loaded generator."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +8,7 @@ import torch
 
 from apt.config import ConfigError, load_config
 from apt.run_log import read_metrics
+from apt.testing import straight_and_resumed_runs
 from distill.config import DistillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,20 +31,9 @@ def _losses(out_dir):
 def test_torchrun_two_process_distill_resumes_to_identical_losses(tmp_path, tiny_model_dir):
     """2-process gloo FSDP2 (bf16 mixed precision, activation checkpointing): 4 straight steps vs
     2 steps, stop, then a second launch resuming from the step-2 checkpoint."""
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-            str(ROOT / "scripts" / "distill.py"), "--config", str(ROOT / "configs/toy/distill.yaml"),
-            f"model.path={tiny_model_dir}", "data.num_clips=32", "train.micro_batch_size=4",
-            "train.checkpoint_every=2", "train.sample_every=0", "parallel.mixed_precision=bf16"]
-    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
-
-    def run(out_dir, steps):
-        out = subprocess.run(base + [f"train.out_dir={out_dir}", f"train.steps={steps}"], env=env,
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-4000:]
-
-    run(tmp_path / "straight", 4)
-    run(tmp_path / "split", 2)
-    run(tmp_path / "split", 4)  # resume=auto picks up step 2
+    straight_and_resumed_runs(ROOT / "scripts" / "distill.py", ROOT / "configs/toy/distill.yaml", [
+        f"model.path={tiny_model_dir}", "data.num_clips=32", "train.micro_batch_size=4",
+        "train.checkpoint_every=2", "parallel.mixed_precision=bf16"], tmp_path)
     straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
     assert sorted(straight) == sorted(split) == [1, 2, 3, 4]
     for step in (3, 4):
