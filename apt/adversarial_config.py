@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apt.config import ConfigError, DataConfig, ModelConfig, ParallelConfig, SamplingConfig, TrainConfig
+from apt.config import ConfigError, RunConfig
 
 
 @dataclass
@@ -38,14 +38,5 @@ class AdversarialConfig:
 
 
 @dataclass
-class APTConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+class APTConfig(RunConfig):
     adv: AdversarialConfig = field(default_factory=AdversarialConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-
-    def validate(self):
-        for part in (self.data, self.adv, self.parallel, self.train):
-            part.validate()

@@ -5,7 +5,7 @@ Unknown keys, wrong types and impossible values fail at start-up with a message 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -86,6 +86,23 @@ class SamplingConfig:
     seed: int = 1000  # prompt i uses seed + i, the same at every sampling step
     fps: int = 8
     upscale: int = 4
+
+
+@dataclass
+class RunConfig:
+    """Sections every training run has; a stage's config adds its own section (cd, adv)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def validate(self):
+        for f in fields(self):
+            part = getattr(self, f.name)
+            if hasattr(part, "validate"):
+                part.validate()
 
 
 def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:

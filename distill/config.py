@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apt.config import ConfigError, DataConfig, ModelConfig, ParallelConfig, SamplingConfig, TrainConfig
+from apt.config import ConfigError, RunConfig
 
 
 @dataclass
@@ -31,15 +31,5 @@ class CDConfig:
 
 
 @dataclass
-class DistillConfig:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+class DistillConfig(RunConfig):
     cd: CDConfig = field(default_factory=CDConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-
-    def validate(self):
-        for part in (self.data, self.cd, self.parallel, self.train):
-            if hasattr(part, "validate"):
-                part.validate()
