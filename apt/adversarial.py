@@ -66,8 +66,13 @@ class AdversarialPostTraining:
     def _fake(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.generator(torch.randn_like(x), text)
 
-    def _d_logits(self, x0: torch.Tensor, text: torch.Tensor, t=None, noise=None) -> torch.Tensor:
-        return self.discriminator(x0, text, shift_s=self.cfg.adv.d_shift, t=t, noise=noise)
+    def _d_logits(self, x0: torch.Tensor, text: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+                  return_features: bool = False):
+        return self.discriminator(x0, text, t=t, noise=noise, return_features=return_features)
+
+    def _renoising(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One re-noising (t ~ shift(U(0,1), d_shift) per sample, noise) for D calls that must share it."""
+        return flow.sample_timesteps(x.shape[0], self.cfg.adv.d_shift).to(x.device), torch.randn_like(x)
 
     def _adv_losses(self, real_logits, fake_logits):
         if self.cfg.adv.loss == "relativistic":
@@ -89,18 +94,23 @@ class AdversarialPostTraining:
             x, text = batch["latent"].to(dev), batch["text"].to(dev)
             with torch.no_grad():
                 fake = self._fake(x, text)
-            t = flow.sample_timesteps(x.shape[0], adv.d_shift).to(dev)
-            noise = torch.randn_like(x)
-            real_logits = self._d_logits(x, text, t, noise)
-            fake_logits = self._d_logits(fake, text)
+            # the perturbed passes share t and noise with their clean pass: only sigma * n differs
+            t_real, n_real = self._renoising(x)
+            t_fake, n_fake = self._renoising(fake)
+            real_logits = self._d_logits(x, text, t_real, n_real)
+            fake_logits = self._d_logits(fake, text, t_fake, n_fake)
             loss_d, _ = self._adv_losses(real_logits, fake_logits)
             total = loss_d
             if adv.r1_weight > 0:
-                # same t and noise as the real pass: only the sigma-perturbation differs
-                perturbed_logits = self._d_logits(losses.perturb(x, adv.r1_sigma), text, t, noise)
-                r1 = losses.approximate_r1(real_logits, perturbed_logits)
+                perturbed = self._d_logits(losses.perturb(x, adv.r1_sigma), text, t_real, n_real)
+                r1 = losses.approximate_r1(real_logits, perturbed)
                 total = total + adv.r1_weight * r1
                 add("aR1", r1.item())
+            if adv.r2_weight > 0:
+                perturbed = self._d_logits(losses.perturb(fake, adv.r2_sigma), text, t_fake, n_fake)
+                r2 = losses.approximate_r1(fake_logits, perturbed)
+                total = total + adv.r2_weight * r2
+                add("aR2", r2.item())
             (total / accum).backward()
             add("d_loss", loss_d.item())
             add("d_real", real_logits.mean().item())
@@ -111,17 +121,25 @@ class AdversarialPostTraining:
 
         # -- generator update ---------------------------------------------------------------
         self.opt_g.zero_grad(set_to_none=True)
+        matching = adv.feature_matching_weight > 0
         for _ in range(accum):
             batch = next_batch()
             x, text = batch["latent"].to(dev), batch["text"].to(dev)
-            fake_logits = self._d_logits(self._fake(x, text), text)
-            if adv.loss == "relativistic":
-                with torch.no_grad():
-                    real_logits = self._d_logits(x, text)
-                _, loss_g = self._adv_losses(real_logits, fake_logits)
-            else:
-                loss_g = losses.g_loss(fake_logits)
-            (loss_g / accum).backward()
+            t, noise = self._renoising(x)
+            fake_out = self._d_logits(self._fake(x, text), text, t, noise, return_features=matching)
+            real_out = None
+            if adv.loss == "relativistic" or matching:
+                with torch.no_grad():  # the real pass at the same t and noise, as a reference only
+                    real_out = self._d_logits(x, text, t, noise, return_features=matching)
+            fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
+            loss_g = self._adv_losses(real_logits, fake_logits)[1] if adv.loss == "relativistic" \
+                else losses.g_loss(fake_logits)
+            total = loss_g
+            if matching:
+                fm = losses.feature_matching(real_out[1], fake_out[1])
+                total = total + adv.feature_matching_weight * fm
+                add("feature_matching", fm.item())
+            (total / accum).backward()
             add("g_loss", loss_g.item())
         m["g_grad_norm"] = _grad_norm(self.generator)
         self.opt_g.step()

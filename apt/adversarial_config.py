@@ -17,6 +17,9 @@ class AdversarialConfig:
     d_shift: float = 12.0  # D re-noising t ~ shift(U(0,1), s): 1 for images, 12 for video
     r1_weight: float = 100.0  # approximate R1 lambda; 0 disables it (the ablation)
     r1_sigma: float = 0.1  # 0.01 images, 0.1 video
+    r2_weight: float = 0.0  # approximate R2 on generated samples (APT2: 1000 with sigma 0.1); 0 = off
+    r2_sigma: float = 0.1
+    feature_matching_weight: float = 0.0  # SeedVR2-style L1 on D's tapped features, added to L_G; 0 = off
     loss: str = "nonsaturating"  # or "relativistic" (APT2's pairing loss)
     taps: list[int] = field(default_factory=list)  # 1-based; empty = 4/9, 13/18, 1 of depth
     head_mlp_ratio: float = 4.0
@@ -31,8 +34,11 @@ class AdversarialConfig:
         for key in ("lr_generator", "lr_discriminator", "d_shift"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"adv.{key} must be positive, got {getattr(self, key)}")
-        if self.r1_weight < 0 or self.r1_sigma <= 0:
-            raise ConfigError("adv.r1_weight must be >= 0 and adv.r1_sigma > 0")
+        for name in ("r1", "r2"):
+            if getattr(self, f"{name}_weight") < 0 or getattr(self, f"{name}_sigma") <= 0:
+                raise ConfigError(f"adv.{name}_weight must be >= 0 and adv.{name}_sigma > 0")
+        if self.feature_matching_weight < 0:
+            raise ConfigError(f"adv.feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
         if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.rmsprop_alpha < 1.0:
             raise ConfigError("adv.ema_decay must be in [0, 1) and adv.rmsprop_alpha in (0, 1)")
 

@@ -8,6 +8,9 @@ the standard non-saturating ones):
 Approximate R1 replaces the gradient penalty because FSDP, activation checkpointing and flash
 attention do not support double backward. Both D calls must see the same re-noising timestep and
 noise, so that only the sigma-perturbation differs: callers pass one `t`/`noise` to both.
+
+Optional, off by default: APT2's relativistic pairing loss and approximate R2 (the same penalty on
+generated samples), and SeedVR2's discriminator feature matching for the generator.
 """
 
 from __future__ import annotations
@@ -25,8 +28,19 @@ def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 
 def approximate_r1(real_logits: torch.Tensor, perturbed_logits: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of the squared logit change under a small perturbation of the real input."""
+    """Mean over the batch of the squared logit change under a small perturbation of the real input.
+    APT2's approximate R2 is the same penalty on generated inputs: call it with the fake logits."""
     return (real_logits - perturbed_logits).square().mean()
+
+
+def feature_matching(real_features: list[torch.Tensor], fake_features: list[torch.Tensor]) -> torch.Tensor:
+    """L1 between the batch-mean discriminator token states of real and generated clips, averaged
+    over taps (SeedVR2's feature matching). SeedVR2 restores paired videos; text-to-video samples
+    have no real twin, so first moments are matched (Salimans et al. 2016), token by token."""
+    if len(real_features) != len(fake_features) or not real_features:
+        raise ValueError("feature matching needs the same, non-empty list of taps for real and fake")
+    terms = [(r.float().mean(0) - f.float().mean(0)).abs().mean() for r, f in zip(real_features, fake_features)]
+    return torch.stack(terms).mean()
 
 
 def perturb(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -44,16 +44,19 @@ class Discriminator(nn.Module):
         backbone = WanBackbone(copy.deepcopy(teacher.model)).train().requires_grad_(True)
         return cls(backbone, **kwargs)
 
-    def logits_at(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """D_hat(x_t, t, c): logits (B,) for already-noised inputs."""
+    def logits_at(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, return_features: bool = False):
+        """D_hat(x_t, t, c): logits (B,) for already-noised inputs; with return_features, also the
+        tapped token states (one (B, N, D) tensor per tap) the heads read, for feature matching."""
         feats, _ = self.backbone.features(x_t, t, text, self.taps)
-        return self.logit([head(feats[k]) for head, k in zip(self.heads, self.taps)]).float()
+        logits = self.logit([head(feats[k]) for head, k in zip(self.heads, self.taps)]).float()
+        return (logits, [feats[k] for k in self.taps]) if return_features else logits
 
     def forward(self, x0: torch.Tensor, text: torch.Tensor, shift_s: float = 1.0, t: torch.Tensor | None = None,
-                noise: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+                noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                return_features: bool = False):
         """D(x, c): re-noise clean latents at t ~ shift(U(0,1), s) per sample (or the given t/noise)."""
         if t is None:
             t = flow.sample_timesteps(x0.shape[0], shift_s, generator=generator).to(x0.device)
         if noise is None:
             noise = torch.randn(x0.shape, generator=generator).to(x0)
-        return self.logits_at(flow.add_noise(x0, noise, t.to(x0.dtype)), t, text)
+        return self.logits_at(flow.add_noise(x0, noise, t.to(x0.dtype)), t, text, return_features)

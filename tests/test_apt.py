@@ -25,6 +25,10 @@ def test_config_needs_a_generator_and_a_known_loss():
         load_config(APTConfig, TOY, ["adv.generator_init="])
     with pytest.raises(ConfigError, match="adv.loss"):
         load_config(APTConfig, TOY, ["adv.loss=hinge"])
+    with pytest.raises(ConfigError, match="adv.r2_weight"):
+        load_config(APTConfig, TOY, ["adv.r2_weight=-1"])
+    with pytest.raises(ConfigError, match="adv.feature_matching_weight"):
+        load_config(APTConfig, TOY, ["adv.feature_matching_weight=-0.5"])
 
 
 def _guard_only(**adv):
@@ -52,6 +56,41 @@ def test_generator_loss_reaches_every_generator_parameter():
     d = Discriminator.from_teacher(WanBackbone(tiny_transformer()))
     z, text = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 5, 16)
     losses.g_loss(d(g(z, text), text, shift_s=12.0)).backward()
+    missing = [n for n, p in g.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not missing, missing
+
+
+def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
+    """APT2's relativistic loss + aR2 and SeedVR2 feature matching, all on, in a world of one."""
+    import os
+    import subprocess
+    import sys
+
+    out_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "train_apt.py"), "--config", str(TOY),
+           f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=8",
+           "train.micro_batch_size=4", "train.steps=2", "train.sample_every=0", f"train.out_dir={out_dir}",
+           "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rows = read_metrics(out_dir)
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("aR1", "aR2", "feature_matching", "d_loss", "g_loss"):
+        assert all(r[key] is not None and r[key] >= 0 for r in rows), key
+    assert rows[0]["feature_matching"] > 0  # G's samples are not the reals
+
+
+def test_feature_matching_reaches_every_generator_parameter():
+    g = OneStepGenerator(WanBackbone(tiny_transformer(seed=1)))
+    d = Discriminator.from_teacher(WanBackbone(tiny_transformer()))
+    x, z, text = torch.randn(2, 4, 3, 4, 4), torch.randn(2, 4, 3, 4, 4), torch.randn(2, 5, 16)
+    t, noise = torch.rand(2), torch.randn_like(x)
+    _, fake_feats = d(g(z, text), text, t=t, noise=noise, return_features=True)
+    with torch.no_grad():
+        _, real_feats = d(x, text, t=t, noise=noise, return_features=True)
+    assert [f.shape for f in fake_feats] == [(2, 12, 24)] * len(d.taps)
+    losses.feature_matching(real_feats, fake_feats).backward()
     missing = [n for n, p in g.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not missing, missing
 

@@ -38,3 +38,13 @@ def test_relativistic_losses_and_accuracy():
     assert losses.relativistic_d_loss(real, fake).item() == pytest.approx((sp(-2.0) + sp(2.0)) / 2, rel=1e-6)
     assert losses.relativistic_g_loss(real, fake).item() == pytest.approx((sp(2.0) + sp(-2.0)) / 2, rel=1e-6)
     assert losses.d_accuracy(real, fake) == pytest.approx(0.5 * (0.5 + 0.5))
+
+
+def test_feature_matching_is_l1_between_batch_means_averaged_over_taps():
+    real = [torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]]]), torch.zeros(2, 3, 2)]  # (B, N, D) per tap
+    fake = [torch.tensor([[[0.0, 0.0]], [[0.0, 0.0]]]), torch.ones(2, 3, 2)]
+    # tap 1: batch means (2, 3) vs (0, 0) -> mean |.| = 2.5; tap 2: 0 vs 1 -> 1.0
+    assert losses.feature_matching(real, fake).item() == pytest.approx((2.5 + 1.0) / 2)
+    assert losses.feature_matching(real, real).item() == 0.0
+    with pytest.raises(ValueError):
+        losses.feature_matching(real, fake[:1])
