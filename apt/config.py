@@ -62,15 +62,26 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    source: str = "toy"  # the toy world, encoded once and cached
-    num_clips: int = 4096
-    frames: int = 9
-    seed: int = 0
-    cache_dir: str = ""  # "" = $APT_CACHE_DIR or ~/.cache/seaweed-apt
+    source: str = "toy"  # "toy": the toy world, encoded once and cached; "shards": scripts/preprocess.py output
+    path: str = ""  # shards: the shard-set folder (holds index.json)
+    frames: int = 9  # clip length in pixel frames (1 = images); shards: must match the set's index
+    height: int = 0  # shards: clip size the set must have; 0 = take the index's (the toy world is 32x32)
+    width: int = 0
+    fps: float = 0.0  # shards: frame rate the set must have; 0 = take the index's
+    num_clips: int = 4096  # toy only
+    seed: int = 0  # toy only
+    cache_dir: str = ""  # toy only: "" = $APT_CACHE_DIR or ~/.cache/seaweed-apt
 
     def validate(self):
-        if self.source != "toy":
-            raise ConfigError(f"data.source: only 'toy' is supported so far, got {self.source!r}")
+        if self.source not in ("toy", "shards"):
+            raise ConfigError(f"data.source must be 'toy' or 'shards', got {self.source!r}")
+        if self.source == "shards" and not self.path:
+            raise ConfigError("data.path: give the shard folder written by scripts/preprocess.py")
+        if self.frames < 1:
+            raise ConfigError(f"data.frames must be >= 1, got {self.frames}")
+        for key in ("height", "width", "fps"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"data.{key} must be >= 0 (0 = any), got {getattr(self, key)}")
         if self.num_clips < 1:
             raise ConfigError(f"data.num_clips must be positive, got {self.num_clips}")
 

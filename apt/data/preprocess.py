@@ -1,0 +1,235 @@
+"""Videos + captions -> VAE latents and text embeddings in shards (see apt/data/shards.py).
+
+Under torchrun rank r takes items r::world of what is not done yet; every rank writes its own
+shards (names carry the rank), then rank 0 writes index.json and report.json. Resumable: finished
+shards are the record of what is done, and files skipped before are not retried (unless asked).
+A file that cannot give a clip (corrupt, too short, no caption, an image in a video set) is
+skipped, logged with its reason and counted, never fatal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from apt.data.shards import DTYPES, ShardWriter, atomic_write_text, read_shard_meta, shard_files, write_index
+from apt.data.video_folder import ClipError, ClipSpec, SourceItem, discover, load_clip
+
+SKIP_LOG = "skipped-r{rank:03d}.jsonl"
+
+
+@dataclass
+class PreprocessConfig:
+    videos: str  # root folder of the videos / images
+    out: str  # shard set folder
+    model: str = "toy"  # diffusers-layout folder whose vae/ and text_encoder/ encode ("toy" = shipped)
+    captions: str = ""  # CSV (path,caption) or JSONL; "" = sidecar <name>.txt files
+    frames: int = 49
+    height: int = 720
+    width: int = 1280
+    fps: float = 24.0
+    shard_size: int = 64  # items per shard: at most this much work is lost on a crash
+    batch_size: int = 1  # clips per VAE call
+    workers: int = 0  # decoding processes per rank (torch DataLoader workers)
+    storage_dtype: str = "bf16"  # latents and text embeddings on disk
+    encoder_dtype: str = ""  # "" = bf16 on GPU, fp32 on CPU
+    retry_skipped: bool = False
+
+    def validate(self):
+        if self.storage_dtype not in DTYPES:
+            raise ValueError(f"storage dtype must be one of {sorted(DTYPES)}, got {self.storage_dtype!r}")
+        if self.encoder_dtype and self.encoder_dtype not in DTYPES:
+            raise ValueError(f"encoder dtype must be one of {sorted(DTYPES)}, got {self.encoder_dtype!r}")
+        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
+            raise ValueError("shard_size and batch_size must be >= 1, workers >= 0")
+        ClipSpec(self.frames, self.height, self.width, self.fps)
+
+
+class _Clips(torch.utils.data.Dataset):
+    """Decoding as a Dataset so DataLoader workers can do it in parallel; errors travel as strings."""
+
+    def __init__(self, items: list[SourceItem], spec: ClipSpec):
+        self.items, self.spec = items, spec
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        try:
+            return i, load_clip(self.items[i], self.spec), None
+        except ClipError as err:
+            return i, None, str(err)
+        except Exception as err:  # a decoder bug on one odd file must not stop the run
+            return i, None, f"unreadable: {type(err).__name__}: {err}"
+
+
+def _read_skip_logs(out: Path) -> dict[str, str]:
+    bad = {}
+    for log in sorted(out.glob("skipped-r*.jsonl")):
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a crash
+                continue
+            bad[row["path"]] = row["reason"]
+    return bad
+
+
+def _spec(cfg: PreprocessConfig, comps, model_dir: Path) -> dict:
+    """What the index records; `stamp` must be equal for every shard of a set."""
+    latent = comps.vae.latent_shape(cfg.frames, cfg.height, cfg.width)
+    text_shape = [comps.text.max_tokens, comps.text.dim]
+    stamp = {"clip": [cfg.frames, cfg.height, cfg.width, cfg.fps], "latent_shape": list(latent),
+             "text_shape": text_shape, "dtype": cfg.storage_dtype,
+             "latents_mean": [round(float(v), 6) for v in comps.vae.mean.flatten()],
+             "latents_std": [round(float(v), 6) for v in comps.vae.std.flatten()]}
+    return {"frames": cfg.frames, "height": cfg.height, "width": cfg.width, "fps": cfg.fps,
+            "latent_shape": list(latent), "text_shape": text_shape, "dtype": cfg.storage_dtype,
+            "model": str(model_dir), "stamp": stamp}
+
+
+@torch.no_grad()
+def _encode(comps, clips: list[torch.Tensor], captions: list[str], device) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    latents = comps.vae.encode(torch.stack(clips).to(device)).cpu()
+    ids, mask = comps.text.tokenize(captions)
+    states = comps.text.forward_tokens(ids, mask).cpu()
+    return latents, [s[: int(n)] for s, n in zip(states, mask.sum(1))]
+
+
+def preprocess(cfg: PreprocessConfig, dist) -> dict:
+    """Encode this rank's share; rank 0 returns the report (others return their own counts)."""
+    from apt.loading import load_components, resolve_model_dir
+
+    cfg.validate()
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    items, no_caption = discover(cfg.videos, cfg.captions or None)
+    done = {s for p in shard_files(out) for s in read_shard_meta(p)["sources"]}
+    bad = _read_skip_logs(out)
+    if dist.world_size > 1:
+        torch.distributed.barrier()  # every rank has read the same state before anyone writes
+    pending = [it for it in items if it.key not in done and (cfg.retry_skipped or it.key not in bad)]
+    mine = pending[dist.rank::dist.world_size]
+
+    on_gpu = dist.device.type == "cuda"
+    enc_dtype = DTYPES[cfg.encoder_dtype or ("bf16" if on_gpu else "fp32")]
+    model_dir = resolve_model_dir(cfg.model)
+    comps = load_components(model_dir, parts=("vae", "text_encoder", "tokenizer"), dtype=enc_dtype,
+                            vae_dtype=enc_dtype)
+    comps.vae.to(dist.device)
+    comps.text.encoder.to(dist.device)
+    spec = _spec(cfg, comps, model_dir)
+    writer = ShardWriter(out, dist.rank, cfg.shard_size, DTYPES[cfg.storage_dtype], spec["stamp"])
+    clip_spec = ClipSpec(cfg.frames, cfg.height, cfg.width, cfg.fps)
+    loader = torch.utils.data.DataLoader(_Clips(mine, clip_spec), batch_size=None, num_workers=cfg.workers)
+    skip_log = (out / SKIP_LOG.format(rank=dist.rank)).open("a", encoding="utf-8")
+    counts = Counter()
+    batch: list[tuple[SourceItem, torch.Tensor]] = []
+
+    def encode_batch():
+        latents, texts = _encode(comps, [c for _, c in batch], [it.caption for it, _ in batch], dist.device)
+        for (it, _), lat, txt in zip(batch, latents, texts):
+            writer.add(lat, txt, it.caption, it.key)
+        counts["encoded"] += len(batch)
+        batch.clear()
+
+    try:
+        for i, clip, reason in tqdm(loader, total=len(mine), desc=f"preprocess {out.name}",
+                                    disable=dist.rank != 0, dynamic_ncols=True):
+            if clip is None:
+                # logged at once (and fsync-ed) so the report survives a crash
+                skip_log.write(json.dumps({"path": mine[i].key, "reason": reason}) + "\n")
+                skip_log.flush()
+                os.fsync(skip_log.fileno())
+                counts["skipped"] += 1
+                continue
+            batch.append((mine[i], clip))
+            if len(batch) >= cfg.batch_size:
+                encode_batch()
+        if batch:
+            encode_batch()
+        writer.flush()
+    finally:
+        skip_log.close()
+    if dist.world_size > 1:
+        torch.distributed.barrier()
+    if dist.rank != 0:
+        return dict(counts)
+    index = write_index(out, spec)
+    skipped = [dict(path=k, reason=v) for k, v in sorted(_read_skip_logs(out).items())
+               if k not in {s for p in shard_files(out) for s in read_shard_meta(p)["sources"]}]
+    skipped += no_caption
+    report = {"videos": str(Path(cfg.videos).expanduser()), "out": str(out), "config": asdict(cfg),
+              "discovered": len(items) + len(no_caption), "encoded": index["num_items"],
+              "skipped": len(skipped), "skipped_by_reason": dict(Counter(s["reason"].split(":")[0] for s in skipped)),
+              "this_run": {"already_done": len(done), "pending": len(pending), **counts,
+                           "world_size": dist.world_size},
+              "skipped_files": skipped}
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    return report
+
+
+def _config_defaults(path: Path | None) -> dict:
+    """model.path and data.{frames,height,width,fps,path} of a training YAML, so the shards fit it."""
+    if path is None:
+        return {}
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(OmegaConf.load(path))
+    data, model = raw.get("data") or {}, raw.get("model") or {}
+    out = {k: data[k] for k in ("frames", "height", "width", "fps") if data.get(k)}
+    if data.get("path"):
+        out["out"] = data["path"]
+    if model.get("path"):
+        out["model"] = model["path"]
+    return out
+
+
+def main(argv=None) -> dict:
+    import argparse
+
+    from apt.distributed import init_distributed, shutdown_distributed
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--videos", required=True, help="folder of videos (mp4/webm/mov/mkv/avi) and images")
+    ap.add_argument("--captions", default="", help="CSV (path,caption) or JSONL; default: sidecar .txt files")
+    ap.add_argument("--config", type=Path, help="a training YAML: model.path, data.path and the clip size "
+                                                "come from it (flags below override)")
+    ap.add_argument("--out", help="shard folder (default: data.path of --config)")
+    ap.add_argument("--model", help="diffusers-layout folder (default: model.path of --config, else the toy)")
+    for flag, typ in (("frames", int), ("height", int), ("width", int), ("fps", float)):
+        ap.add_argument(f"--{flag}", type=typ)
+    ap.add_argument("--shard-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=0, help="decoding processes per rank")
+    ap.add_argument("--storage-dtype", default="bf16", choices=sorted(DTYPES))
+    ap.add_argument("--encoder-dtype", default="", choices=["", *sorted(DTYPES)])
+    ap.add_argument("--retry-skipped", action="store_true", help="try files skipped by an earlier run again")
+    args = ap.parse_args(argv)
+    values = _config_defaults(args.config)
+    for key in ("out", "model", "frames", "height", "width", "fps"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if "out" not in values:
+        ap.error("give --out (or a --config with data.path)")
+    cfg = PreprocessConfig(videos=args.videos, captions=args.captions, shard_size=args.shard_size,
+                           batch_size=args.batch_size, workers=args.workers, storage_dtype=args.storage_dtype,
+                           encoder_dtype=args.encoder_dtype, retry_skipped=args.retry_skipped, **values)
+    dist = init_distributed()
+    try:
+        report = preprocess(cfg, dist)
+    finally:
+        shutdown_distributed()
+    if dist.rank == 0:
+        summary = {k: report[k] for k in ("discovered", "encoded", "skipped", "skipped_by_reason")}
+        print(json.dumps(summary), f"-> {Path(cfg.out) / 'index.json'}, report {Path(cfg.out) / 'report.json'}")
+    return report
+
+
+__all__ = ["PreprocessConfig", "preprocess", "main"]

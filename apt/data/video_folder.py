@@ -1,0 +1,170 @@
+"""A folder of videos (and images) with captions -> fixed-size clips in [-1, 1].
+
+Discovery: every video (.mp4 .webm .mov .mkv .avi) and image (.jpg .jpeg .png .webp) under a root,
+captioned by a CSV (`path,caption` header) or JSONL (`{"path": ..., "caption": ...}`) file, or by a
+sidecar `<name>.txt` next to the file. Paths in a caption file are relative to the root.
+
+Decoding (PyAV): frames are resampled to the target fps by timestamp (the nearest earlier source
+frame), starting at the first frame; the short side is resized (antialiased) to cover the target
+size, then centre-cropped. No aspect-ratio buckets: one size per shard set. An image is a 1-frame
+clip; a video in a 1-frame set gives its first frame.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
+
+
+class ClipError(ValueError):
+    """A source that cannot give a clip (unreadable, too short, wrong kind): skipped, never fatal."""
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    key: str  # path relative to the root (posix): the identity used to resume
+    path: Path
+    caption: str
+
+    @property
+    def is_image(self) -> bool:
+        return self.path.suffix.lower() in IMAGE_EXTS
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    frames: int
+    height: int
+    width: int
+    fps: float
+
+    def __post_init__(self):
+        if self.frames < 1 or self.height < 1 or self.width < 1 or self.fps <= 0:
+            raise ValueError(f"clip spec must be positive, got {self}")
+
+
+def _read_caption_file(path: Path) -> dict[str, str]:
+    if path.suffix.lower() == ".jsonl":
+        out = {}
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                if "path" not in row or "caption" not in row:
+                    raise ValueError(f"{path}:{n}: each line needs 'path' and 'caption'")
+                out[str(row["path"])] = str(row["caption"])
+        return out
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames or not {"path", "caption"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: a CSV caption file needs a 'path,caption' header")
+        return {row["path"]: row["caption"] for row in reader}
+
+
+def discover(root: str | Path, captions: str | Path | None = None) -> tuple[list[SourceItem], list[dict]]:
+    """(captioned items sorted by key, skipped [{"path", "reason"}]). Sorted, so every rank agrees."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"video folder {root} does not exist")
+    table = None
+    if captions:
+        table = {Path(k).as_posix(): v for k, v in _read_caption_file(Path(captions).expanduser()).items()}
+    items, skipped = [], []
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
+    for path in files:
+        key = path.relative_to(root).as_posix()
+        if table is not None:
+            caption = table.get(key)
+        else:
+            side = path.with_suffix(".txt")
+            caption = side.read_text(encoding="utf-8") if side.is_file() else None
+        if caption is None or not caption.strip():
+            skipped.append({"path": key, "reason": "no caption"})
+            continue
+        items.append(SourceItem(key, path, caption.strip()))
+    if table is not None:
+        found = {it.key for it in items} | {s["path"] for s in skipped}
+        skipped += [{"path": k, "reason": "listed in the caption file but not found"} for k in sorted(set(table) - found)]
+    return items, skipped
+
+
+def _decode_video(path: Path, spec: ClipSpec) -> np.ndarray:
+    """(F, H, W, 3) uint8 sampled at spec.fps by timestamp."""
+    import av
+
+    try:
+        container = av.open(str(path))
+    except Exception as err:  # PyAV raises many error types for bad input
+        raise ClipError(f"unreadable: {type(err).__name__}: {err}") from None
+    with container:
+        if not container.streams.video:
+            raise ClipError("unreadable: no video stream")
+        stream = container.streams.video[0]
+        want = [k / spec.fps for k in range(spec.frames)]  # seconds after the first frame
+        rate = float(stream.average_rate or stream.guessed_rate or 0) or None
+        picked: list[np.ndarray] = []
+        start, last, last_t = None, None, 0.0
+        try:
+            for frame in container.decode(stream):
+                t = frame.time if frame.time is not None else 0.0
+                start = t if start is None else start
+                t -= start
+                # the latest frame at or before each wanted time is shown then
+                while last is not None and len(picked) < spec.frames and want[len(picked)] < t - 1e-6:
+                    picked.append(last)
+                if len(picked) == spec.frames:
+                    break
+                last, last_t = frame.to_ndarray(format="rgb24"), t
+        except Exception as err:
+            raise ClipError(f"unreadable: {type(err).__name__}: {err}") from None
+    if last is None:
+        raise ClipError("unreadable: no decodable frames")
+    # the final frame is shown for one source frame period
+    end = last_t + (1.0 / rate if rate else 0.0)
+    while len(picked) < spec.frames and want[len(picked)] < end - 1e-6:
+        picked.append(last)
+    if len(picked) < spec.frames:
+        raise ClipError(f"too short: {end:.2f} s gives {len(picked)} of {spec.frames} frames at {spec.fps:g} fps")
+    return np.stack(picked)
+
+
+def _decode_image(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return np.array(img.convert("RGB"))[None]
+    except Exception as err:
+        raise ClipError(f"unreadable: {type(err).__name__}: {err}") from None
+
+
+def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Tensor:
+    """(F, H0, W0, 3) uint8 -> (3, F, height, width) float in [-1, 1]: cover, then centre-crop."""
+    video = torch.from_numpy(frames).permute(0, 3, 1, 2).float()  # (F, 3, H0, W0)
+    h0, w0 = video.shape[-2:]
+    scale = max(height / h0, width / w0)
+    h1, w1 = max(height, round(h0 * scale)), max(width, round(w0 * scale))
+    if (h1, w1) != (h0, w0):
+        video = F.interpolate(video, size=(h1, w1), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (h1 - height) // 2, (w1 - width) // 2
+    video = video[..., top:top + height, left:left + width]
+    return (video.clamp(0, 255) / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
+
+
+def load_clip(item: SourceItem, spec: ClipSpec) -> torch.Tensor:
+    """(3, F, H, W) in [-1, 1], or ClipError with the reason it was skipped."""
+    if item.is_image:
+        if spec.frames != 1:
+            raise ClipError(f"image, but this shard set holds {spec.frames}-frame clips")
+        frames = _decode_image(item.path)
+    else:
+        frames = _decode_video(item.path, spec)
+    return resize_center_crop(frames, spec.height, spec.width)
