@@ -1,0 +1,47 @@
+"""Every shipped YAML loads against its schema; the Wan configs carry the paper's hyper-parameters."""
+
+from pathlib import Path
+
+import pytest
+
+from apt.adversarial_config import APTConfig
+from apt.backbone import default_taps
+from apt.config import load_config
+from distill.config import DistillConfig
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SCHEMAS = {"distill": DistillConfig, "apt": APTConfig}
+OWNED_ELSEWHERE = {"generate.yaml"}  # not a training config
+
+
+def _schema(path: Path):
+    return SCHEMAS[path.stem.split("-")[0]]
+
+
+@pytest.mark.parametrize("path", sorted(p for p in CONFIGS.rglob("*.yaml") if p.name not in OWNED_ELSEWHERE),
+                         ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_config_loads_against_its_schema(path):
+    assert path.stem.split("-")[0] in SCHEMAS, f"{path}: no schema for this config name"
+    load_config(_schema(path), path)
+
+
+@pytest.mark.parametrize("model,blocks", [("wan2.1-1.3b", 30), ("wan2.1-14b", 40)])
+def test_wan_configs_have_the_paper_hyperparameters(model, blocks):
+    image = load_config(APTConfig, CONFIGS / model / "apt-image.yaml")
+    video = load_config(APTConfig, CONFIGS / model / "apt-video.yaml")
+    distill = load_config(DistillConfig, CONFIGS / model / "distill.yaml")
+    for cfg in (image, video, distill):
+        assert cfg.parallel.mixed_precision == "bf16" and cfg.parallel.activation_checkpointing
+        assert cfg.data.source == "shards" and (cfg.data.height, cfg.data.width, cfg.data.fps) == (720, 1280, 24)
+    assert distill.cd.guidance_scale == 7.5 and distill.data.frames == 49
+    assert image.data.frames == 1 and video.data.frames == 49
+    for cfg, lr, steps, shift, sigma in ((image, 5e-6, 350, 1.0, 0.01), (video, 3e-6, 300, 12.0, 0.1)):
+        adv = cfg.adv
+        assert adv.lr_generator == adv.lr_discriminator == lr and cfg.train.steps == steps
+        assert (adv.d_shift, adv.r1_sigma, adv.r1_weight, adv.ema_decay, adv.rmsprop_alpha) == (shift, sigma, 100, 0.995, 0.9)
+        assert tuple(adv.taps) == default_taps(blocks)
+    assert image.adv.generator_init == distill.train.out_dir
+    assert video.adv.generator_init == image.train.out_dir
+    gpus = int(next(line for line in (CONFIGS / model / "apt-video.yaml").read_text().splitlines()
+                    if "effective batch" in line).split(" x ")[-1].split()[0])
+    assert video.train.micro_batch_size * video.train.grad_accum * gpus == 2048
