@@ -1,0 +1,265 @@
+"""Per-GPU memory and FLOPs of a training step at scale, by arithmetic over the real model configs.
+
+Parameter counts come from the diffusers model built on the meta device (no weights); the
+discriminator heads are built there too. Memory follows what the code does (apt/adversarial.py,
+distill/stage.py, apt/distributed.py): FSDP2 shards fp32 master weights, fp32 gradients, optimiser
+states and the EMA over all GPUs; compute runs in bf16 (MixedPrecisionPolicy); every block is
+activation-checkpointed, so a forward keeps each block's input and the backward recomputes one
+block at a time; attention is SDPA's memory-efficient/flash path (no N x N matrix is kept).
+The per-block activation formula was read off the saved tensors of diffusers' WanTransformerBlock
+and is checked against a measured tiny run (apt/estimate_check.py, tests/test_estimate.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+WAN_COMMON = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
+                  freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+                  rope_max_seq_len=1024)
+WAN_MODELS = {  # diffusers transformer/config.json of Wan-AI/Wan2.1-T2V-*-Diffusers
+    "wan2.1-1.3b": dict(WAN_COMMON, num_layers=30, num_attention_heads=12, ffn_dim=8960),
+    "wan2.1-14b": dict(WAN_COMMON, num_layers=40, num_attention_heads=40, ffn_dim=13824),
+}
+WAN_VAE = dict(spatial=8, temporal=4)  # AutoencoderKLWan, z_dim 16
+WAN_TEXT_TOKENS = 512  # umT5-XXL context (d_model 4096)
+H100_BF16_FLOPS = 989e12  # dense bf16 peak
+
+
+@dataclass
+class Setup:
+    model: dict  # WanTransformer3DModel kwargs
+    stage: str = "apt"  # "apt" (stage 2) or "distill" (stage 1)
+    gpus: int = 1
+    micro_batch: int = 1  # per GPU per accumulation step
+    batch: int = 0  # global samples per update (0 = micro_batch * gpus)
+    frames: int = 49
+    height: int = 720
+    width: int = 1280
+    text_tokens: int = WAN_TEXT_TOKENS
+    vae: dict = field(default_factory=lambda: dict(WAN_VAE))
+    taps: tuple[int, ...] | None = None  # discriminator taps; None = default_taps(depth)
+    head_mlp_ratio: float = 4.0
+    compute_bytes: int = 2  # bf16 compute (parallel.mixed_precision=bf16); 4 for fp32
+    master_bytes: int = 4  # fp32 sharded master weights, gradients, optimiser states, EMA
+    activation_checkpointing: bool = True
+
+
+def build_on_meta(model_cfg: dict):
+    """The diffusers WanTransformer3DModel of this config, on the meta device (shapes only)."""
+    from diffusers import WanTransformer3DModel
+
+    with torch.device("meta"):
+        return WanTransformer3DModel(**model_cfg)
+
+
+def _numel(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def param_counts(model_cfg: dict, taps=None, head_mlp_ratio: float = 4.0) -> dict:
+    from apt.backbone import default_taps
+    from discriminator.heads import LogitHead, TokenHead
+
+    model = build_on_meta(model_cfg)
+    blocks = len(model.blocks)
+    taps = tuple(sorted(taps or default_taps(blocks)))
+    dim = model_cfg["num_attention_heads"] * model_cfg["attention_head_dim"]
+    with torch.device("meta"):
+        heads = _numel(TokenHead(dim, model_cfg["num_attention_heads"], head_mlp_ratio)) * len(taps)
+        heads += _numel(LogitHead(dim, len(taps)))
+    total, block = _numel(model), _numel(model.blocks[0])
+    out_head = _numel(model.norm_out) + _numel(model.proj_out) + model.scale_shift_table.numel()
+    root = total - blocks * block
+    return {"total": total, "block": block, "blocks": blocks, "root": root, "dim": dim, "taps": taps,
+            "d_heads": heads, "d_total": total + heads,
+            # D freezes the blocks past its deepest tap and the velocity head (discriminator/model.py)
+            "d_trainable": root - out_head + taps[-1] * block + heads}
+
+
+def latent_tokens(s: Setup) -> tuple[tuple[int, int, int, int], int]:
+    """Latent (C, T, h, w) and token count after patchify."""
+    sf, tf = s.vae["spatial"], s.vae["temporal"]
+    c = s.model["in_channels"]
+    t, h, w = (s.frames - 1) // tf + 1, s.height // sf, s.width // sf
+    pt, ph, pw = s.model["patch_size"]
+    return (c, t, h, w), (t // pt) * (h // ph) * (w // pw)
+
+
+# -- activations (bytes per sample) ------------------------------------------------------------------
+def block_activation_bytes(n: int, text: int, m: dict, b: int) -> int:
+    """Everything one WanTransformerBlock saves for backward (its full, un-checkpointed activations):
+    12 fp32 and 10 compute-dtype (n, dim) tensors (fp32 norms/modulation/residuals; q, k, v, outputs),
+    two (n, ffn) tensors, per-token norm statistics, SDPA log-sum-exp, rotary slices, text k/v."""
+    d, heads, hd = m["num_attention_heads"] * m["attention_head_dim"], m["num_attention_heads"], m["attention_head_dim"]
+    per_token = d * (12 * 4 + 10 * b) + 2 * m["ffn_dim"] * b + 9 * 4 + 2 * heads * 4 + hd * b
+    return n * per_token + text * d * (3 * 4 + 3 * b)
+
+
+def pass_bytes(n: int, latent_numel: int, m: dict, b: int, depth: int, ac: bool, head: str,
+               n_taps: int = 3, text: int = WAN_TEXT_TOKENS) -> int:
+    """What one forward with grad keeps until its backward, per sample. Checkpointed blocks keep their
+    input token states (n, dim); the embedding keeps the latent and text projections; the velocity
+    head ('velocity') keeps fp32 norm in/out and the projection input; D's token heads ('tokens') keep
+    the deepest tap's states and six (n, dim) tensors each (normed tokens, k, normed k, v, and the
+    head-major copies of k and v that SDPA makes for a single query)."""
+    d = m["num_attention_heads"] * m["attention_head_dim"]
+    blocks = depth * (n * d * b if ac else block_activation_bytes(n, text, m, b))
+    embed = latent_numel * b + text * (m["text_dim"] + 2 * d) * b + 6 * d * 4
+    if head == "velocity":
+        out = n * d * (4 + 4 + b)
+    else:
+        out = n * d * b + n_taps * 6 * n * d * b
+    return blocks + embed + out
+
+
+def activation_bytes(s: Setup, counts: dict) -> dict:
+    """Peak kept activations per GPU for one micro-batch, for each phase of a step."""
+    latent, n = latent_tokens(s)
+    numel = latent[0] * latent[1] * latent[2] * latent[3]
+    m, b, ac, text = s.model, s.compute_bytes, s.activation_checkpointing, s.text_tokens
+    g = pass_bytes(n, numel, m, b, counts["blocks"], ac, "velocity", text=text)
+    d = pass_bytes(n, numel, m, b, counts["taps"][-1], ac, "tokens", len(counts["taps"]), text=text)
+    recompute = block_activation_bytes(n, text, m, b) if ac else 0
+    mb = s.micro_batch
+    if s.stage == "apt":
+        # D step: real, fake and sigma-perturbed real D passes are alive together (one loss)
+        phases = {"d_step": 3 * d, "g_step": g + d}  # G step: G forward, then D on the fakes
+    else:
+        phases = {"student": g}  # teacher and target run without grad
+    return {k: mb * (v + recompute) for k, v in phases.items()} | {"recompute_block": mb * recompute}
+
+
+# -- FLOPs (per sample) --------------------------------------------------------------------------------
+def forward_flops(n: int, m: dict, depth: int, text: int = WAN_TEXT_TOKENS, head: str = "velocity",
+                  n_taps: int = 3, mlp_ratio: float = 4.0) -> float:
+    """Matmul FLOPs (2 per multiply-add) of one forward: per block self-attention q/k/v/o and
+    cross-attention q/o on n tokens, cross k/v on the text, the FFN, and attention itself
+    (4 n^2 d self, 4 n L d cross); plus patch embedding, text projection and the head."""
+    d, ffn = m["num_attention_heads"] * m["attention_head_dim"], m["ffn_dim"]
+    patch = m["in_channels"] * m["patch_size"][0] * m["patch_size"][1] * m["patch_size"][2]
+    block = 2 * n * (6 * d * d + 2 * d * ffn) + 2 * text * 2 * d * d + 4 * n * n * d + 4 * n * text * d
+    embed = 2 * n * patch * d + 2 * text * (m["text_dim"] * d + d * d) + 2 * (m["freq_dim"] * d + d * d + 6 * d * d)
+    if head == "velocity":
+        out = 2 * n * d * patch
+    else:  # token heads: k, v projections over n tokens and one query's attention, per tap
+        out = n_taps * (2 * n * 2 * d * d + 4 * n * d + 2 * (2 * d * d + 2 * d * int(d * mlp_ratio)))
+    return depth * block + embed + out
+
+
+def step_flops(s: Setup, counts: dict) -> dict:
+    _, n = latent_tokens(s)
+    m, text = s.model, s.text_tokens
+    fg = forward_flops(n, m, counts["blocks"], text)
+    fd = forward_flops(n, m, counts["taps"][-1], text, "tokens", len(counts["taps"]), s.head_mlp_ratio)
+    rc = 1 if s.activation_checkpointing else 0  # one extra forward to recompute checkpointed blocks
+    if s.stage == "apt":
+        # D step: G forward (no grad) + 3 D passes forward/backward; G step: G and D forward/backward
+        # (D's parameter gradients are computed there too: its params require grad)
+        per_sample = fg + 3 * fd * (3 + rc) + fg * (3 + rc) + fd * (3 + rc)
+    else:
+        # CFG teacher (2 forwards), target forward, student forward/backward
+        per_sample = 2 * fg + fg + fg * (3 + rc)
+    batch = s.batch or s.micro_batch * s.gpus
+    return {"g_forward": fg, "d_forward": fd, "per_sample": per_sample, "per_step": per_sample * batch}
+
+
+# -- the whole picture ---------------------------------------------------------------------------------
+def estimate(s: Setup) -> dict:
+    c = param_counts(s.model, s.taps, s.head_mlp_ratio)
+    if s.stage not in ("apt", "distill"):
+        raise ValueError(f"stage must be 'apt' or 'distill', got {s.stage!r}")
+    gpus, mb, mw = s.gpus, s.master_bytes, s.compute_bytes
+    p = c["total"]
+    mem = {"G params (fp32, sharded)": mb * p / gpus, "G grads (fp32, sharded)": mb * p / gpus}
+    if s.stage == "apt":
+        mem["G RMSProp square_avg (fp32, sharded)"] = mb * p / gpus
+        mem["EMA of G (fp32, sharded)"] = mb * p / gpus
+        mem["D params (fp32, sharded)"] = mb * c["d_total"] / gpus
+        mem["D grads (fp32, sharded)"] = mb * c["d_trainable"] / gpus
+        mem["D RMSProp square_avg (fp32, sharded)"] = mb * c["d_trainable"] / gpus
+        # both roots stay gathered from forward to backward; one block in use + one prefetched, and one
+        # block's unsharded gradient awaiting reduce-scatter
+        mem["gathered bf16 params + grads"] = mw * (2 * c["root"] + 3 * c["block"])
+    else:
+        mem["student AdamW exp_avg + exp_avg_sq (fp32, sharded)"] = 2 * mb * p / gpus
+        mem["EMA target (fp32, sharded)"] = mb * p / gpus
+        mem["teacher (fp32, sharded)"] = mb * p / gpus
+        mem["gathered bf16 params + grads"] = mw * (3 * c["root"] + 3 * c["block"])
+    acts = activation_bytes(s, c)
+    phase = max((k for k in acts if k != "recompute_block"), key=acts.get)
+    mem[f"activations, peak ({phase}, AC)" if s.activation_checkpointing else f"activations ({phase})"] = acts[phase]
+    batch = s.batch or s.micro_batch * gpus
+    accum = batch / (s.micro_batch * gpus)
+    latent, n = latent_tokens(s)
+    return {"setup": s, "counts": c, "latent": latent, "tokens": n, "memory": mem, "activations": acts,
+            "total_bytes": sum(mem.values()), "flops": step_flops(s, c), "batch": batch, "grad_accum": accum}
+
+
+def _gib(x: float) -> str:
+    return f"{x / 2**30:8.2f} GiB"
+
+
+def format_table(r: dict, mfu: float = 0.4, name: str = "") -> str:
+    s, c, f = r["setup"], r["counts"], r["flops"]
+    lines = [f"{name or 'model'}: {c['blocks']} blocks, dim {c['dim']}, {c['total'] / 1e9:.3f} B params "
+             f"(D: taps {list(c['taps'])}, {c['d_trainable'] / 1e9:.3f} B trained, heads {c['d_heads'] / 1e6:.1f} M)",
+             f"stage {s.stage}: {s.gpus} GPUs, micro-batch {s.micro_batch}, batch {r['batch']} "
+             f"(grad_accum {r['grad_accum']:g}), {s.frames}x{s.height}x{s.width} -> latent "
+             f"{'x'.join(map(str, r['latent']))} = {r['tokens']:,} tokens, text {s.text_tokens} tokens",
+             "", "per-GPU memory"]
+    width = max(len(k) for k in r["memory"])
+    lines += [f"  {k:<{width}} {_gib(v)}" for k, v in r["memory"].items()]
+    lines += [f"  {'total':<{width}} {_gib(r['total_bytes'])}", "",
+              "activations per micro-batch: " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in r["activations"].items()),
+              "", f"FLOPs: G forward {f['g_forward'] / 1e12:.1f} TFLOP/sample, D forward {f['d_forward'] / 1e12:.1f} "
+              f"TFLOP/sample, step {f['per_sample'] / 1e12:.1f} TFLOP/sample, {f['per_step'] / 1e15:,.0f} PFLOP/step",
+              f"  at {mfu:.0%} MFU of H100 bf16 ({H100_BF16_FLOPS / 1e12:.0f} TFLOP/s): "
+              f"{f['per_step'] / (s.gpus * H100_BF16_FLOPS * mfu):.1f} s/step"]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    import argparse
+    import json
+
+    ap = argparse.ArgumentParser(description="Per-GPU memory and FLOPs of a training step, from the real Wan "
+                                             "configs built on the meta device.")
+    ap.add_argument("--model", default="wan2.1-1.3b", choices=sorted(WAN_MODELS))
+    ap.add_argument("--stage", default="apt", choices=["apt", "distill"])
+    ap.add_argument("--gpus", type=int, default=64)
+    ap.add_argument("--micro-batch", type=int, default=1, help="per GPU per accumulation step")
+    ap.add_argument("--batch", type=int, default=0, help="global batch per update (default: micro-batch x GPUs)")
+    ap.add_argument("--frames", type=int, default=49)
+    ap.add_argument("--height", type=int, default=720)
+    ap.add_argument("--width", type=int, default=1280)
+    ap.add_argument("--taps", default="", help="comma-separated 1-based D taps (default: 4/9, 13/18, 1 of depth)")
+    ap.add_argument("--fp32", action="store_true", help="fp32 compute instead of bf16")
+    ap.add_argument("--no-activation-checkpointing", action="store_true")
+    ap.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the time estimate")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--check", action="store_true", help="also compare the arithmetic with a measured tiny CPU run")
+    a = ap.parse_args(argv)
+    setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
+                  frames=a.frames, height=a.height, width=a.width, compute_bytes=4 if a.fp32 else 2,
+                  taps=tuple(int(x) for x in a.taps.split(",")) if a.taps else None,
+                  activation_checkpointing=not a.no_activation_checkpointing)
+    r = estimate(setup)
+    if a.json:
+        out = {"model": a.model, "stage": a.stage, "gpus": a.gpus, "micro_batch": a.micro_batch, "batch": r["batch"],
+               "grad_accum": r["grad_accum"], "latent": r["latent"], "tokens": r["tokens"],
+               "params": {k: v for k, v in r["counts"].items() if k != "taps"}, "taps": list(r["counts"]["taps"]),
+               "memory_bytes": r["memory"], "total_bytes": r["total_bytes"], "activations_bytes": r["activations"],
+               "flops": r["flops"]}
+        print(json.dumps(out, indent=1))
+    else:
+        print(format_table(r, a.mfu, a.model))
+    if a.check:
+        from apt.estimate_check import compare
+
+        print("\ntiny CPU run (fp32, 6 blocks, 192 tokens): measured vs estimated")
+        for name, got, want, ratio in compare():
+            print(f"  {name:<16} {got:>14,.0f} {want:>14,.0f}  x{ratio:.3f}")
+    return r

@@ -1,0 +1,52 @@
+"""The estimator: real Wan configs on the meta device, and its arithmetic against a measured tiny run."""
+
+import json
+
+import pytest
+import torch
+
+from apt.estimate import WAN_MODELS, Setup, build_on_meta, estimate, main, param_counts
+from apt.estimate_check import compare
+
+
+@pytest.mark.parametrize("name,blocks,billions", [("wan2.1-1.3b", 30, 1.419), ("wan2.1-14b", 40, 14.288)])
+def test_wan_configs_build_on_meta_with_the_right_depth(name, blocks, billions):
+    model = build_on_meta(WAN_MODELS[name])
+    assert len(model.blocks) == blocks
+    assert all(p.device.type == "meta" for p in model.parameters())
+    counts = param_counts(WAN_MODELS[name])
+    assert counts["total"] / 1e9 == pytest.approx(billions, abs=1e-3)
+    assert counts["taps"] == {30: (13, 22, 30), 40: (18, 29, 40)}[blocks]
+
+
+def test_estimate_matches_a_measured_tiny_run():
+    """Parameter, gradient and optimiser bytes exactly; kept activations of the G step, the D step
+    and one recomputed block within 5% (the estimator leaves out a few per-sample scalars);
+    forward FLOPs within 0.1%."""
+    rows = {name: ratio for name, _, _, ratio in compare()}
+    for key in ("g_params", "ema_params", "d_params", "g_grads", "d_grads", "g_rmsprop", "d_rmsprop"):
+        assert rows[key] == 1.0, key
+    for key in ("act_g_step", "act_d_step", "act_block"):
+        assert 0.95 <= rows[key] <= 1.05, (key, rows[key])
+    for key in ("g_forward_flops", "d_forward_flops"):
+        assert rows[key] == pytest.approx(1.0, abs=1e-3), key
+
+
+def test_sharded_states_scale_with_gpus_and_activations_with_micro_batch():
+    one = estimate(Setup(model=WAN_MODELS["wan2.1-1.3b"], gpus=8, micro_batch=1))
+    two = estimate(Setup(model=WAN_MODELS["wan2.1-1.3b"], gpus=16, micro_batch=2, batch=2048))
+    assert one["tokens"] == 13 * 45 * 80
+    assert two["memory"]["G params (fp32, sharded)"] * 2 == one["memory"]["G params (fp32, sharded)"]
+    assert two["activations"]["d_step"] == 2 * one["activations"]["d_step"]
+    assert two["grad_accum"] == 64 and two["flops"]["per_step"] == 2048 * one["flops"]["per_sample"]
+
+
+def test_cli_prints_a_table_and_json(capsys):
+    main(["--model", "wan2.1-1.3b", "--gpus", "64", "--micro-batch", "1", "--frames", "49", "--height", "720",
+          "--width", "1280"])
+    table = capsys.readouterr().out
+    assert "46,800 tokens" in table and "activations, peak" in table and "PFLOP/step" in table
+    main(["--model", "wan2.1-14b", "--gpus", "1024", "--batch", "2048", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["params"]["blocks"] == 40 and out["grad_accum"] == 2 and out["total_bytes"] > 0
+    assert torch.tensor(list(out["memory_bytes"].values())).gt(0).all()
