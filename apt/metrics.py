@@ -1,12 +1,24 @@
-"""Sample-quality metrics for generated clips (issue #6).
+"""Sample-quality metrics for generated toy clips (issue #6).
 
-Sharpness is measured without any learned model so that it stays comparable across evaluator versions.
+- attribute accuracy: digit / colour / direction read by the shipped evaluator (apt/toy/evaluator.py)
+  against the attributes that were asked for;
+- Frechet distance between Gaussians fitted to evaluator features of the generated clips and of
+  real held-out clips (FVD-like; lower is better; it is biased upwards at small n, so compare at equal n);
+- sharpness ratio: Laplacian energy against the same real clips (no learned model, so it stays
+  comparable across evaluator versions).
+The real reference clips are the toy world's "eval" split (held-out glyphs and combinations).
 """
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+REFERENCE_CLIPS = 1000
+REFERENCE_SEED = 0
 
 # 4-neighbour discrete Laplacian: zero on flat regions, large on edges and fine texture.
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -38,3 +50,71 @@ def sharpness_ratio(videos: torch.Tensor, real_videos: torch.Tensor) -> float:
     if real <= 0:
         raise ValueError("the real clips are flat (zero Laplacian energy); a ratio against them is undefined")
     return sharpness(videos) / real
+
+
+def gaussian_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (unbiased) covariance of (N, D) features, in float64."""
+    x = features.detach().double()
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"need (N >= 2, D) features, got shape {tuple(x.shape)}")
+    return x.mean(0), torch.cov(x.T)
+
+
+def _sqrt_psd(m: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh((m + m.T) / 2)
+    return (v * w.clamp_min(0).sqrt()) @ v.T
+
+
+def frechet_distance(mu1, cov1, mu2, cov2) -> float:
+    """||mu1 - mu2||^2 + tr(C1) + tr(C2) - 2 tr((C1^1/2 C2 C1^1/2)^1/2).
+
+    tr((C1 C2)^1/2) is computed through the symmetric form with eigh (no scipy; C1^1/2 C2 C1^1/2 is
+    symmetric PSD, so no complex parts from round-off); tiny negative eigenvalues are clamped to 0.
+    """
+    root1 = _sqrt_psd(cov1)
+    cross = torch.linalg.eigvalsh(root1 @ cov2 @ root1).clamp_min(0).sqrt().sum()
+    return float(((mu1 - mu2) ** 2).sum() + torch.trace(cov1) + torch.trace(cov2) - 2 * cross)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Real clips and what the metrics need from them, computed once."""
+
+    videos: torch.Tensor
+    mu: torch.Tensor
+    cov: torch.Tensor
+    sharpness: float
+
+
+@functools.lru_cache(maxsize=2)
+def real_reference(n: int = REFERENCE_CLIPS, seed: int = REFERENCE_SEED) -> Reference:
+    """n real held-out clips (toy 'eval' split: held-out glyphs and combinations) at a fixed seed."""
+    from apt.data.toy import MovingDigits
+    from apt.toy.evaluator import score_clips
+
+    data = MovingDigits("eval", length=n, seed=seed)
+    videos = torch.stack([data[i]["video"] for i in range(n)])
+    mu, cov = gaussian_stats(score_clips(videos)[1])
+    return Reference(videos, mu, cov, sharpness(videos))
+
+
+def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Reference | None = None) -> dict:
+    """Metrics of clips (B, 3, F, H, W) in [-1, 1] generated for requests [{digit, colour, direction}, ...].
+
+    Returns digit/colour/direction/all accuracy (evaluator), frechet_distance (evaluator features,
+    against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio and n.
+    """
+    from apt.toy.evaluator import HEADS, score_clips
+
+    _check_videos(videos)
+    if len(videos) != len(requests):
+        raise ValueError(f"{len(videos)} clips but {len(requests)} requests")
+    reference = reference or real_reference()
+    preds, feats = score_clips(videos)
+    hits = {k: preds[k] == torch.tensor([int(r[k]) for r in requests]) for k in HEADS}
+    out = {k: h.float().mean().item() for k, h in hits.items()}
+    out["all"] = torch.stack(list(hits.values())).all(0).float().mean().item()
+    out["frechet_distance"] = frechet_distance(*gaussian_stats(feats), reference.mu, reference.cov)
+    out["sharpness_ratio"] = sharpness(videos) / reference.sharpness
+    out["n"] = len(videos)
+    return out

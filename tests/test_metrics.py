@@ -27,3 +27,50 @@ def test_sharpness_rejects_wrong_shapes_and_flat_references():
         sharpness(torch.zeros(3, 5, 16, 16))
     with pytest.raises(ValueError):
         sharpness_ratio(torch.rand(1, 3, 2, 8, 8), torch.zeros(1, 3, 2, 8, 8))
+
+
+def test_frechet_distance_zero_for_same_set_and_grows_with_shift():
+    from apt.metrics import frechet_distance, gaussian_stats
+
+    feats = torch.randn(500, 16, generator=torch.Generator().manual_seed(0)) @ torch.randn(16, 16)
+    mu, cov = gaussian_stats(feats)
+    assert abs(frechet_distance(mu, cov, mu, cov)) < 1e-6
+    distances = [frechet_distance(*gaussian_stats(feats + s), mu, cov) for s in (0.5, 1.0, 2.0)]
+    # a pure mean shift by s in every dimension adds exactly 16 s^2
+    assert distances == pytest.approx([16 * 0.25, 16.0, 64.0], rel=1e-6)
+    wider = frechet_distance(*gaussian_stats(feats * 2), mu, cov)
+    assert wider > 1.0
+    # rank-deficient covariances (fewer samples than dimensions) still give a finite, non-negative number
+    few = gaussian_stats(feats[:5])
+    assert 0 <= frechet_distance(*few, mu, cov) < float("inf")
+
+
+def test_evaluator_scores_real_held_out_clips():
+    from apt.toy.evaluator import load_evaluator, score_clips
+    from apt.toy.train_evaluator import clips_and_labels
+
+    videos, labels = clips_and_labels("eval", 48, seed=5)
+    preds, feats = score_clips(videos, load_evaluator())
+    assert feats.shape == (48, load_evaluator().config["feature_dim"])
+    for k in ("digit", "colour", "direction"):
+        assert (preds[k] == labels[k]).float().mean() > 0.85, k
+    # scores do not depend on the batch a clip is in (GroupNorm, eval mode)
+    alone, _ = score_clips(videos[:3], batch_size=1)
+    assert all(torch.equal(alone[k], preds[k][:3]) for k in preds)
+
+
+def test_evaluate_videos_real_clips_against_wrong_requests():
+    from apt.evaluation import real_clips
+    from apt.metrics import evaluate_videos
+    from apt.toy.teacher_check import check_prompts
+
+    requests = check_prompts(24, seed=3, held_out=True)
+    real = real_clips(requests, seed=0)
+    good = evaluate_videos(real, requests)
+    assert good["all"] > 0.8 and good["n"] == 24
+    assert 0.7 < good["sharpness_ratio"] < 1.3
+    wrong = [dict(r, colour=(r["colour"] + 1) % 6) for r in requests]
+    assert evaluate_videos(real, wrong)["colour"] < 0.2
+    blurred = evaluate_videos(_blur(_blur(real)), requests)
+    assert blurred["sharpness_ratio"] < 0.5 * good["sharpness_ratio"]
+    assert blurred["frechet_distance"] > good["frechet_distance"]
