@@ -1,0 +1,161 @@
+"""Evaluate models on the toy world: generate clips for held-out-combination prompts with each model
+(teacher at N steps with CFG, a training run's generator in 1 or 2 steps, or real clips as the
+reference line), time the generation, and score the clips with apt/metrics.py.
+
+Every model sees the same prompts and the same initial noise (sample i: seed + i), so rows differ
+only by the model.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from apt.metrics import REFERENCE_CLIPS, REFERENCE_SEED, evaluate_videos
+from apt.pipeline import SampleConfig, Sampler, initial_noise
+
+METRIC_COLUMNS = ("digit", "colour", "direction", "all", "frechet_distance", "sharpness_ratio", "seconds_per_clip")
+RENOISE_SEED_OFFSET = 1_000_003  # keeps the 2-step re-noise stream apart from the initial-noise seeds
+REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream per request
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """kind: 'teacher' (steps Euler steps, CFG), 'generator' (run_dir's EMA, 1 or 2 steps) or 'real'."""
+
+    name: str
+    kind: str
+    steps: int = 1
+    run_dir: Path | None = None
+    guidance_scale: float = 5.0
+
+    def __post_init__(self):
+        if self.kind not in ("teacher", "generator", "real"):
+            raise ValueError(f"model kind must be teacher, generator or real, got {self.kind!r}")
+        if self.kind == "generator" and (self.run_dir is None or self.steps not in (1, 2)):
+            raise ValueError(f"{self.name}: a generator needs a run folder and 1 or 2 steps")
+
+
+def model_specs(teacher_steps: int | None, runs: list[str], two_step: list[str] = (), real: bool = True,
+                guidance_scale: float = 5.0) -> list[ModelSpec]:
+    """Rows in table order from CLI-style arguments: runs are 'name=run_dir', two_step names some of them."""
+    specs = [ModelSpec("real data", "real")] if real else []
+    if teacher_steps:
+        specs.append(ModelSpec(f"teacher {teacher_steps}-step", "teacher", teacher_steps, guidance_scale=guidance_scale))
+    named = {}
+    for arg in runs:
+        name, sep, run_dir = arg.partition("=")
+        if not sep or not name or not run_dir:
+            raise ValueError(f"--run takes name=run_dir, got {arg!r}")
+        named[name] = Path(run_dir)
+        specs.append(ModelSpec(f"{name} 1-step", "generator", 1, Path(run_dir)))
+    for name in two_step:
+        if name not in named:
+            raise ValueError(f"--two-step {name!r} names no --run (have: {', '.join(named) or 'none'})")
+        specs.append(ModelSpec(f"{name} 2-step", "generator", 2, named[name]))
+    return specs
+
+
+def real_clips(requests: list[dict], seed: int) -> torch.Tensor:
+    """Real clips showing exactly the requested attributes, with held-out glyphs at random positions."""
+    from apt.data.toy import ToyWorldConfig, glyph_indices, render, spec_with_random_position
+
+    world, clips = ToyWorldConfig(), []
+    for i, r in enumerate(requests):
+        rng = np.random.default_rng([seed, REAL_SEED_OFFSET, i])
+        glyphs = glyph_indices("eval", r["digit"])
+        glyph = int(glyphs[rng.integers(len(glyphs))])
+        clips.append(render(spec_with_random_position(rng, r["digit"], r["colour"], r["direction"], glyph, world), world))
+    return torch.stack(clips)
+
+
+@torch.no_grad()
+def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path, seed: int = 0,
+             batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, float | None]:
+    """Clips (B, 3, F, H, W) for the requests and measured seconds per clip (text encoding, DiT and VAE
+    decode; loading excluded). Real clips are rendered, not generated: no time."""
+    if spec.kind == "real":
+        return real_clips(requests, seed), None
+    prompts = [r["caption"] for r in requests]
+    cfg = SampleConfig(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
+    sampler = Sampler(components)
+    gen = None
+    if spec.kind == "generator":
+        from apt.generator import load_generator_from_checkpoint
+
+        gen = load_generator_from_checkpoint(spec.run_dir, model_dir)
+    out, seconds = [], 0.0
+    for start in tqdm(range(0, len(prompts), batch_size), desc=spec.name, disable=not progress, dynamic_ncols=True):
+        batch = prompts[start : start + batch_size]
+        tick = time.perf_counter()
+        if gen is None:
+            videos = sampler.generate(batch, replace(cfg, seed=seed + start))
+        else:
+            text = components.text.encode(batch)
+            noise = initial_noise(sampler.latent_shape(cfg), [seed + start + i for i in range(len(batch))])
+            # the 2-step re-noise comes from a generator seeded per batch: fixed by (seed, batch_size)
+            renoise = torch.Generator().manual_seed(RENOISE_SEED_OFFSET + seed + start)
+            videos = components.vae.decode(gen.sample(noise, text, steps=spec.steps, generator=renoise))
+        seconds += time.perf_counter() - tick
+        out.append(videos)
+    return torch.cat(out), seconds / len(prompts)
+
+
+def evaluate_models(specs: list[ModelSpec], model_dir: Path, n: int = 96, seed: int = 0, batch_size: int = 16,
+                    progress: bool = True) -> tuple[dict[str, dict], dict[str, torch.Tensor], list[dict]]:
+    """Per model: metrics (apt.metrics.evaluate_videos plus seconds_per_clip), its clips, and the requests
+    (n held-out-combination prompts drawn with `seed`; real reference: REFERENCE_CLIPS 'eval' clips)."""
+    from apt.loading import load_components
+    from apt.toy.teacher_check import check_prompts
+
+    requests = check_prompts(n, seed, held_out=True)
+    components = load_components(model_dir) if any(s.kind != "real" for s in specs) else None
+    results, videos = {}, {}
+    for spec in specs:
+        clips, seconds = generate(spec, requests, components, model_dir, seed, batch_size, progress)
+        results[spec.name] = dict(evaluate_videos(clips, requests), seconds_per_clip=seconds)
+        videos[spec.name] = clips
+    return results, videos, requests
+
+
+def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
+    """What the numbers depend on, for metrics.json."""
+    import json
+
+    from apt.toy.evaluator import EVALUATOR_DIR
+
+    report = EVALUATOR_DIR / "report.json"
+    return {
+        "prompts": f"{n} held-out (digit, colour, direction) combinations, apt.toy.teacher_check.check_prompts(seed={seed})",
+        "seed": seed, "batch_size": batch_size, "model_dir": str(model_dir),
+        "reference": {"split": "eval (held-out glyphs and combinations)", "clips": REFERENCE_CLIPS, "seed": REFERENCE_SEED},
+        "evaluator_heldout_accuracy": json.loads(report.read_text())["heldout"]["accuracy"] if report.exists() else None,
+        "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+    }
+
+
+def markdown_table(results: dict[str, dict]) -> str:
+    head = "| model | digit | colour | direction | all three | Frechet distance | sharpness ratio | seconds / clip |"
+    lines = [head, "|" + "---|" * 8]
+    for name, m in results.items():
+        secs = "-" if m["seconds_per_clip"] is None else f"{m['seconds_per_clip']:.4f}"
+        lines.append(f"| {name} | {m['digit']:.3f} | {m['colour']:.3f} | {m['direction']:.3f} | {m['all']:.3f} | "
+                     f"{m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | {secs} |")
+    return "\n".join(lines) + "\n"
+
+
+def comparison_grid(videos: dict[str, torch.Tensor], requests: list[dict], rows: int = 4):
+    """Side-by-side frames: for each of the first `rows` prompts, one row per model."""
+    from apt.video import frame_grid
+
+    clips, labels = [], []
+    for i in range(min(rows, len(requests))):
+        for name, vids in videos.items():
+            clips.append(vids[i])
+            labels.append(f"{name}: {requests[i]['caption']}")
+    return frame_grid(clips, labels, upscale=3)

@@ -1,0 +1,60 @@
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from apt.evaluation import evaluate_models, markdown_table, model_specs
+from apt.toy.components import TOY_MODEL_DIR
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate.py"
+
+
+def _script_main():
+    """scripts/ is not a package: load the script's main() from its file."""
+    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_model_specs_from_cli_arguments():
+    specs = model_specs(25, ["cd=runs/a", "apt=runs/b"], ["apt"])
+    assert [s.name for s in specs] == ["real data", "teacher 25-step", "cd 1-step", "apt 1-step", "apt 2-step"]
+    assert specs[-1].steps == 2 and str(specs[-1].run_dir) == "runs/b"
+    with pytest.raises(ValueError, match="names no --run"):
+        model_specs(25, ["cd=runs/a"], ["apt"])
+    with pytest.raises(ValueError, match="name=run_dir"):
+        model_specs(25, ["runs/a"])
+
+
+def test_teacher_evaluation_is_deterministic_and_scripted(tmp_path):
+    specs = model_specs(2, [])
+    first, videos, requests = evaluate_models(specs, TOY_MODEL_DIR, n=4, seed=1, progress=False)
+    second, videos2, _ = evaluate_models(specs, TOY_MODEL_DIR, n=4, seed=1, progress=False)
+    strip = lambda r: {k: {m: v for m, v in d.items() if m != "seconds_per_clip"} for k, d in r.items()}  # noqa: E731
+    assert strip(first) == strip(second)
+    assert torch.equal(videos["teacher 2-step"], videos2["teacher 2-step"])
+    assert first["teacher 2-step"]["seconds_per_clip"] > 0 and first["real data"]["seconds_per_clip"] is None
+    assert markdown_table(first).count("\n") == 4
+
+    report = _script_main()(["--teacher-steps", "2", "--n", "4", "--seed", "1", "--out", str(tmp_path)])
+    assert strip(report["models"]) == strip(first)
+    assert json.loads((tmp_path / "metrics.json").read_text())["settings"]["seed"] == 1
+    assert (tmp_path / "table.md").read_text().startswith("| model |") and (tmp_path / "grid.png").stat().st_size > 0
+
+
+def test_plot_losses_writes_png(tmp_path):
+    from apt.plots import plot_losses
+    from apt.run_log import RunLog
+
+    cd, adv = RunLog(tmp_path / "cd"), RunLog(tmp_path / "apt")
+    for step in range(1, 6):
+        cd.write({"step": step, "loss": 1.0 / step})
+        adv.write({"step": step, "d_loss": 1.4, "g_loss": 0.7, "d_real": 0.1, "d_fake": -0.1, "d_accuracy": 0.5,
+                   "aR1": 1e-4})
+    out = plot_losses({"cd": tmp_path / "cd", "apt": tmp_path / "apt"}, tmp_path / "plots" / "losses.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError):
+        plot_losses({"none": tmp_path / "missing"}, tmp_path / "x.png")
