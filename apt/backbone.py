@@ -72,8 +72,44 @@ class WanBackbone(torch.nn.Module):
         return self.config.num_attention_heads * self.config.attention_head_dim
 
     @property
+    def dtype(self) -> torch.dtype:
+        """The compute dtype (inputs are cast to it); some tensors stay float32, see `cast`."""
+        return self.model.patch_embedding.weight.dtype
+
+    @property
     def patch_size(self) -> tuple[int, int, int]:
         return tuple(self.config.patch_size)
+
+    # -- serving -----------------------------------------------------------------------------
+    def set_attention_backend(self, name: str) -> None:
+        """Route every attention through diffusers' dispatcher backend `name` ("native" = torch
+        SDPA, "flash", "xformers", ...); errors name the known backends, or what is not installed."""
+        from diffusers.models.attention_dispatch import AttentionBackendName
+
+        known = sorted(b.value for b in AttentionBackendName)
+        if name.lower() not in known:
+            raise ValueError(f"unknown attention backend {name!r}; diffusers knows: {', '.join(known)}")
+        try:
+            self.model.set_attention_backend(name.lower())
+        except (RuntimeError, ImportError) as err:  # e.g. flash-attn / xformers not installed
+            raise RuntimeError(f"attention backend {name!r} is not usable here: {err}") from err
+
+    def cast(self, dtype: torch.dtype) -> "WanBackbone":
+        """In place, like diffusers' from_pretrained(torch_dtype=dtype): tensors under the model's
+        _keep_in_fp32_modules (rotary, time embedding, modulation tables, norms) stay float32.
+        A module cast this way computes exactly like a reload of its export in that dtype."""
+        keep = self.model._keep_in_fp32_modules or []
+        for name, tensor in list(self.model.named_parameters()) + list(self.model.named_buffers()):
+            if tensor.is_floating_point() and not any(k in name.split(".") for k in keep):
+                tensor.data = tensor.data.to(dtype)
+        return self
+
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype = torch.float32) -> None:
+        """diffusers-format transformer folder (config.json + safetensors) cast as `cast` does, so the
+        float32-kept tensors keep their full precision in the file; self is unchanged."""
+        import copy
+
+        WanBackbone(copy.deepcopy(self.model)).cast(dtype).model.save_pretrained(path, safe_serialization=True)
 
     # -- the three stages --------------------------------------------------------------------
     def embed(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> Embedded:

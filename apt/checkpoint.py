@@ -139,6 +139,12 @@ class CheckpointManager:
         return meta
 
 
+def checkpoint_model_names(path: str | Path) -> set[str]:
+    """Names of the models a checkpoint holds (e.g. {'ema', 'student'}), from DCP's metadata alone."""
+    keys = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    return {k.split(".")[1] for k in keys if k.startswith("model.")}
+
+
 def load_model_from_checkpoint(path: str | Path, name: str, module: torch.nn.Module) -> None:
     """Load one model (e.g. stage 1's 'ema') out of a training checkpoint into `module` (any sharding)."""
     state = {f"model.{name}": get_model_state_dict(module)}

@@ -16,6 +16,13 @@ from apt.vae import VideoVAE
 
 PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
 DEFAULT_MAX_TEXT_TOKENS = 512  # Wan's umT5 context
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise ValueError(f"unknown dtype {name!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[name]
 
 
 @dataclass
@@ -23,6 +30,12 @@ class Components:
     transformer: WanBackbone | None = None
     vae: VideoVAE | None = None
     text: TextEncoder | None = None
+
+    def to(self, device: torch.device | str) -> "Components":
+        for part in (self.transformer, self.vae, self.text):
+            if part is not None:
+                part.to(device)
+        return self
 
 
 def check_layout(model_dir: str | Path, parts=PARTS) -> Path:

@@ -9,7 +9,22 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from apt import flow
+from apt.generator import OneStepGenerator
 from apt.loading import Components
+
+
+# Native sample size per kind of model (fps and the upscale of written files included).
+TOY_SIZE = dict(height=32, width=32, frames=9, fps=8, upscale=4)
+REAL_SIZE = dict(height=720, width=1280, frames=49, fps=24, upscale=1)  # 2 s of 1280x720 at 24 fps
+
+
+def default_size(model_dir) -> dict:
+    """The shipped toy teacher samples 32x32x9; every other (real) model 1280x720x49 at 24 fps."""
+    from pathlib import Path
+
+    from apt.toy.components import TOY_MODEL_DIR
+
+    return dict(TOY_SIZE if Path(model_dir).resolve() == TOY_MODEL_DIR.resolve() else REAL_SIZE)
 
 
 @dataclass
@@ -22,37 +37,67 @@ class SampleConfig:
     negative_prompt: str = ""
     shift: float = 3.0
     seed: int = 0
+    renoise_t: float = 0.5  # one-step generators, steps=2: where the first output is re-noised
 
 
 @dataclass
 class PhaseTimer:
-    """Wall-clock seconds per phase (text encoder, DiT, VAE decode), like the paper's Table 8."""
+    """Wall-clock seconds per phase (text encoder, DiT, VAE decode), like the paper's Table 8.
+
+    synchronize=True waits for queued CUDA kernels before each clock reading; without it a phase
+    would be charged for the previous phase's asynchronous work.
+    """
 
     seconds: dict[str, float] = field(default_factory=dict)
+    synchronize: bool = False
+
+    def _now(self) -> float:
+        if self.synchronize:
+            torch.cuda.synchronize()
+        return time.perf_counter()
 
     @contextmanager
     def phase(self, name: str):
-        start = time.perf_counter()
+        start = self._now()
         try:
             yield
         finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            self.seconds[name] = self.seconds.get(name, 0.0) + self._now() - start
 
     @property
     def total(self) -> float:
         return sum(self.seconds.values())
 
 
+def noise_generators(seeds: list[int]) -> list[torch.Generator]:
+    """One independent CPU generator per sample: sample i is the same whatever the batch around it.
+    diffusers' WanPipeline given `generator=[torch.Generator().manual_seed(s) for s in seeds]` draws
+    its initial latents identically (float32, on CPU, one sample after another)."""
+    return [torch.Generator().manual_seed(s) for s in seeds]
+
+
+def draw_noise(shape: tuple[int, ...], generators: list[torch.Generator], device=None,
+               dtype=torch.float32) -> torch.Tensor:
+    """The next standard-normal draw of `shape` from each sample's generator, stacked."""
+    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device, dtype)
+
+
 def initial_noise(shape: tuple[int, ...], seeds: list[int], device=None, dtype=torch.float32) -> torch.Tensor:
-    """One independent generator per sample: sample i is the same whatever the batch around it."""
-    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds]).to(device, dtype)
+    return draw_noise(shape, noise_generators(seeds), device, dtype)
 
 
 class Sampler:
-    def __init__(self, components: Components, device: torch.device | str = "cpu", dtype=torch.float32):
+    """one_step=False: the transformer is a teacher, sampled with `cfg.steps` Euler steps and CFG.
+    one_step=True: the transformer is a one-step generator's backbone (a training checkpoint's EMA or
+    an exported folder), sampled by OneStepGenerator in cfg.steps = 1 or 2 steps with no CFG (the
+    guidance was distilled into it)."""
+
+    def __init__(self, components: Components, device: torch.device | str = "cpu", dtype=torch.float32,
+                 one_step: bool = False):
         if components.transformer is None or components.vae is None or components.text is None:
             raise ValueError("sampling needs transformer, vae and text encoder")
         self.c, self.device, self.dtype = components, torch.device(device), dtype
+        self.generator = OneStepGenerator(components.transformer) if one_step else None
 
     def latent_shape(self, cfg: SampleConfig) -> tuple[int, int, int, int]:
         shape = self.c.vae.latent_shape(cfg.frames, cfg.height, cfg.width)
@@ -74,15 +119,24 @@ class Sampler:
         if batch_size and len(prompts) > batch_size:
             return torch.cat([self.generate(prompts[i : i + batch_size], replace(cfg, seed=cfg.seed + i), timer, decode)
                               for i in range(0, len(prompts), batch_size)])
+        if self.generator is not None and cfg.guidance_scale != 1.0:
+            raise ValueError("a one-step generator has its guidance distilled in: use guidance_scale 1.0")
         shape = self.latent_shape(cfg)
         with timer.phase("text_encoder"):
             text = self.c.text.encode(prompts).to(self.device)
             negative = None
             if cfg.guidance_scale != 1.0:
                 negative = self.c.text.encode([cfg.negative_prompt] * len(prompts)).to(self.device)
-        noise = initial_noise(shape, [cfg.seed + i for i in range(len(prompts))], self.device)
+        generators = noise_generators([cfg.seed + i for i in range(len(prompts))])
+        noise = draw_noise(shape, generators, self.device)
         with timer.phase("dit"):
-            latents = flow.euler_sample(self.velocity, noise, text, cfg.steps, cfg.guidance_scale, negative, cfg.shift)
+            if self.generator is None:
+                latents = flow.euler_sample(self.velocity, noise, text, cfg.steps, cfg.guidance_scale, negative,
+                                            cfg.shift)
+            else:
+                # the 2-step mode's re-noising noise comes from each sample's own generator too
+                renoise = draw_noise(shape, generators, self.device) if cfg.steps == 2 else None
+                latents = self.generator.sample(noise, text, cfg.steps, cfg.renoise_t, renoise).float()
         if not decode:
             return latents
         with timer.phase("vae_decode"):
