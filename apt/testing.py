@@ -15,6 +15,15 @@ TINY_VAE = dict(base_dim=4, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, tempe
 TINY_TEXT = dict(vocab_size=384, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2,
                  relative_attention_num_buckets=8, dropout_rate=0.0, is_encoder_decoder=False)
 
+# Real Wan 2.1 layout (16 latent channels, 8x spatial and 4x temporal compression, patch 1x2x2) at tiny
+# widths: runs the real 1280x720x49 shape end to end on a CPU (no quality expected).
+TINY_REAL_LAYOUT_TRANSFORMER = dict(TINY_TRANSFORMER, in_channels=16, out_channels=16, num_layers=1,
+                                    num_attention_heads=2, attention_head_dim=8, rope_max_seq_len=1024)
+TINY_REAL_LAYOUT_VAE = dict(base_dim=1, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1,
+                            temperal_downsample=[False, True, True], scale_factor_spatial=8, scale_factor_temporal=4,
+                            latents_mean=[0.1 * (i % 5 - 2) for i in range(16)],
+                            latents_std=[1.0 + 0.25 * (i % 4) for i in range(16)])
+
 
 def tiny_transformer(seed: int = 0, **overrides):
     from diffusers import WanTransformer3DModel
@@ -25,8 +34,10 @@ def tiny_transformer(seed: int = 0, **overrides):
     return model.eval()
 
 
-def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int = 32) -> Path:
-    """Write transformer/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json."""
+def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int = 32,
+                          real_layout: bool = False) -> Path:
+    """Write transformer/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json.
+    real_layout=True: Wan 2.1's latent layout (TINY_REAL_LAYOUT_*), for full-resolution shape runs."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
     from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
@@ -34,8 +45,8 @@ def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int 
     pipe = WanPipeline(
         tokenizer=ByT5Tokenizer(model_max_length=max_text_tokens),
         text_encoder=UMT5EncoderModel(UMT5Config(**TINY_TEXT)).eval(),
-        vae=AutoencoderKLWan(**TINY_VAE).eval(),
-        transformer=tiny_transformer(seed),
+        vae=AutoencoderKLWan(**(TINY_REAL_LAYOUT_VAE if real_layout else TINY_VAE)).eval(),
+        transformer=tiny_transformer(seed, **(TINY_REAL_LAYOUT_TRANSFORMER if real_layout else {})),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
     )
     pipe.save_pretrained(path)
@@ -64,3 +75,25 @@ def straight_and_resumed_runs(script: Path, config: Path, overrides: list[str], 
     run(split, stop_at)
     run(split, steps)
     return straight, split
+
+
+def write_tiny_run(run_dir: str | Path, model_dir: str | Path, step: int = 3, names=("ema", "student"),
+                   seed: int = 0) -> Path:
+    """A training-run folder as stage 1 leaves it (config.yaml naming the teacher, one DCP checkpoint),
+    its models perturbed copies of the teacher so that each differs from the teacher and the others.
+    Returns the step directory."""
+    from apt.backbone import WanBackbone
+    from apt.checkpoint import CheckpointManager
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(f"model:\n  path: {Path(model_dir).resolve()}\n")
+    gen = torch.Generator().manual_seed(seed)
+    models = {}
+    for name in names:
+        backbone = WanBackbone.from_pretrained(model_dir)
+        with torch.no_grad():
+            for p in backbone.parameters():
+                p.add_(0.05 * torch.randn(p.shape, generator=gen))
+        models[name] = backbone
+    return CheckpointManager(run_dir).save(step, models, {}, {"samples_seen": 0})

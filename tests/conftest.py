@@ -17,3 +17,13 @@ def tiny_model_dir(tmp_path_factory):
     from apt.testing import build_tiny_wan_folder
 
     return build_tiny_wan_folder(tmp_path_factory.mktemp("tiny-wan"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tiny_model_dir, tmp_path_factory):
+    """A stage-1-like run folder over tiny_model_dir: config.yaml and one checkpoint ('ema', 'student')."""
+    from apt.testing import write_tiny_run
+
+    run_dir = tmp_path_factory.mktemp("tiny-run")
+    write_tiny_run(run_dir, tiny_model_dir)
+    return run_dir
