@@ -74,6 +74,16 @@ class AdversarialPostTraining:
         """One re-noising (t ~ shift(U(0,1), d_shift) per sample, noise) for D calls that must share it."""
         return flow.sample_timesteps(x.shape[0], self.cfg.adv.d_shift).to(x.device), torch.randn_like(x)
 
+    def _d_pass(self, x0: torch.Tensor, text: torch.Tensor, penalty_weight: float, sigma: float):
+        """D logits at a fresh re-noising, and the approximate R1/R2 penalty for a sigma-perturbed
+        copy at the SAME t and noise (so only sigma * n differs); the penalty is None when off."""
+        t, noise = self._renoising(x0)
+        logits = self._d_logits(x0, text, t, noise)
+        if penalty_weight <= 0:
+            return logits, None
+        perturbed = self._d_logits(losses.perturb(x0, sigma), text, t, noise)
+        return logits, losses.approximate_r1(logits, perturbed)
+
     def _adv_losses(self, real_logits, fake_logits):
         if self.cfg.adv.loss == "relativistic":
             return losses.relativistic_d_loss(real_logits, fake_logits), losses.relativistic_g_loss(real_logits,
@@ -88,30 +98,27 @@ class AdversarialPostTraining:
             m[key] = m.get(key, 0.0) + float(value) / accum
 
         # -- discriminator update -----------------------------------------------------------
+        # The non-saturating L_D is a sum of a real and a fake half: backpropagating the fake half
+        # (with its aR2) before the real pass keeps two D passes' activations alive, not three or four.
+        separable = adv.loss == "nonsaturating"
         self.opt_d.zero_grad(set_to_none=True)
         for _ in range(accum):
             batch = next_batch()
             x, text = batch["latent"].to(dev), batch["text"].to(dev)
             with torch.no_grad():
                 fake = self._fake(x, text)
-            # the perturbed passes share t and noise with their clean pass: only sigma * n differs
-            t_real, n_real = self._renoising(x)
-            t_fake, n_fake = self._renoising(fake)
-            real_logits = self._d_logits(x, text, t_real, n_real)
-            fake_logits = self._d_logits(fake, text, t_fake, n_fake)
+            fake_logits, r2 = self._d_pass(fake, text, adv.r2_weight, adv.r2_sigma)
+            r2_term = adv.r2_weight * r2 if r2 is not None else 0.0
+            if separable:
+                ((losses.d_loss_fake(fake_logits) + r2_term) / accum).backward()
+                fake_logits, r2_term = fake_logits.detach(), 0.0
+            real_logits, r1 = self._d_pass(x, text, adv.r1_weight, adv.r1_sigma)
             loss_d, _ = self._adv_losses(real_logits, fake_logits)
-            total = loss_d
-            if adv.r1_weight > 0:
-                perturbed = self._d_logits(losses.perturb(x, adv.r1_sigma), text, t_real, n_real)
-                r1 = losses.approximate_r1(real_logits, perturbed)
-                total = total + adv.r1_weight * r1
-                add("aR1", r1.item())
-            if adv.r2_weight > 0:
-                perturbed = self._d_logits(losses.perturb(fake, adv.r2_sigma), text, t_fake, n_fake)
-                r2 = losses.approximate_r1(fake_logits, perturbed)
-                total = total + adv.r2_weight * r2
-                add("aR2", r2.item())
+            total = loss_d + r2_term + (adv.r1_weight * r1 if r1 is not None else 0.0)
             (total / accum).backward()
+            for key, value in (("aR1", r1), ("aR2", r2)):
+                if value is not None:
+                    add(key, value.item())
             add("d_loss", loss_d.item())
             add("d_real", real_logits.mean().item())
             add("d_fake", fake_logits.mean().item())

@@ -125,8 +125,9 @@ def activation_bytes(s: Setup, counts: dict) -> dict:
     recompute = block_activation_bytes(n, text, m, b) if ac else 0
     mb = s.micro_batch
     if s.stage == "apt":
-        # D step: real, fake and sigma-perturbed real D passes are alive together (one loss)
-        phases = {"d_step": 3 * d, "g_step": g + d}  # G step: G forward, then D on the fakes
+        # D step: the fake half of L_D is backpropagated first, so at most two D passes are alive
+        # together (the real and the sigma-perturbed real pass of aR1)
+        phases = {"d_step": 2 * d, "g_step": g + d}  # G step: G forward, then D on the fakes
     else:
         phases = {"student": g}  # teacher and target run without grad
     return {k: mb * (v + recompute) for k, v in phases.items()} | {"recompute_block": mb * recompute}

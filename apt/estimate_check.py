@@ -73,10 +73,13 @@ def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> 
         loss_g = losses.g_loss(d(g(z, text), text, shift_s=12.0))
     with torch.no_grad():
         fake = g(z, text)
-    with SavedBytes(params) as d_step:  # real, fake and perturbed passes (the D update)
+    # The D update backpropagates its fake half on its own first; the peak is the real half: the clean
+    # and the sigma-perturbed real passes (apt/adversarial.py).
+    with SavedBytes(params) as d_step:
         real = d(x, text, t=tt, noise=noise)
-        loss_d = losses.d_loss(real, d(fake, text)) + 100 * losses.approximate_r1(
+        loss_d = losses.d_loss_real(real) + 100 * losses.approximate_r1(
             real, d(losses.perturb(x, 0.01), text, t=tt, noise=noise))
+    loss_d = loss_d + losses.d_loss_fake(d(fake, text))
     emb = g.backbone.embed(x, torch.ones(1), text)
     tokens = emb.tokens.detach().requires_grad_(True)
     g.backbone.activation_checkpointing = False

@@ -20,7 +20,16 @@ import torch.nn.functional as F
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    return (F.softplus(-real_logits) + F.softplus(fake_logits)).mean()
+    return d_loss_real(real_logits) + d_loss_fake(fake_logits)
+
+
+def d_loss_real(real_logits: torch.Tensor) -> torch.Tensor:
+    """The real half of L_D; the halves add, so each can be backpropagated on its own."""
+    return F.softplus(-real_logits).mean()
+
+
+def d_loss_fake(fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(fake_logits).mean()
 
 
 def g_loss(fake_logits: torch.Tensor) -> torch.Tensor:
