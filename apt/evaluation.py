@@ -17,10 +17,10 @@ import torch
 from tqdm import tqdm
 
 from apt.metrics import REFERENCE_CLIPS, REFERENCE_SEED, evaluate_videos
-from apt.pipeline import SampleConfig, Sampler, initial_noise
+from apt.loading import Components
+from apt.pipeline import SampleConfig, Sampler
 
 METRIC_COLUMNS = ("digit", "colour", "direction", "all", "frechet_distance", "sharpness_ratio", "seconds_per_clip")
-RENOISE_SEED_OFFSET = 1_000_003  # keeps the 2-step re-noise stream apart from the initial-noise seeds
 REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream per request
 
 
@@ -78,31 +78,26 @@ def real_clips(requests: list[dict], seed: int) -> torch.Tensor:
 def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path, seed: int = 0,
              batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, float | None]:
     """Clips (B, 3, F, H, W) for the requests and measured seconds per clip (text encoding, DiT and VAE
-    decode; loading excluded). Real clips are rendered, not generated: no time."""
+    decode; loading excluded). Sample i uses seed + i for its noise (and its 2-step re-noise), whatever
+    the batching. Real clips are rendered, not generated: no time."""
     if spec.kind == "real":
         return real_clips(requests, seed), None
-    prompts = [r["caption"] for r in requests]
     cfg = SampleConfig(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
-    sampler = Sampler(components)
-    gen = None
-    if spec.kind == "generator":
+    if spec.kind == "teacher":
+        sampler = Sampler(components)
+    else:
         from apt.generator import load_generator_from_checkpoint
 
         gen = load_generator_from_checkpoint(spec.run_dir, model_dir)
+        # the serving path: the generator's backbone in place of the teacher, guidance already distilled in
+        sampler = Sampler(Components(gen.backbone, components.vae, components.text), one_step=True)
+        cfg = replace(cfg, guidance_scale=1.0)
+    prompts = [r["caption"] for r in requests]
     out, seconds = [], 0.0
     for start in tqdm(range(0, len(prompts), batch_size), desc=spec.name, disable=not progress, dynamic_ncols=True):
-        batch = prompts[start : start + batch_size]
         tick = time.perf_counter()
-        if gen is None:
-            videos = sampler.generate(batch, replace(cfg, seed=seed + start))
-        else:
-            text = components.text.encode(batch)
-            noise = initial_noise(sampler.latent_shape(cfg), [seed + start + i for i in range(len(batch))])
-            # the 2-step re-noise comes from a generator seeded per batch: fixed by (seed, batch_size)
-            renoise = torch.Generator().manual_seed(RENOISE_SEED_OFFSET + seed + start)
-            videos = components.vae.decode(gen.sample(noise, text, steps=spec.steps, generator=renoise))
+        out.append(sampler.generate(prompts[start : start + batch_size], replace(cfg, seed=seed + start)))
         seconds += time.perf_counter() - tick
-        out.append(videos)
     return torch.cat(out), seconds / len(prompts)
 
 
