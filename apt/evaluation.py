@@ -26,7 +26,9 @@ REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream p
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """kind: 'teacher' (steps Euler steps, CFG), 'generator' (run_dir's EMA, 1 or 2 steps) or 'real'."""
+    """kind: 'teacher' (steps Euler steps, CFG), 'generator' (run_dir's EMA, 1 or 2 steps), 'real' (real
+    held-out clips of the same prompts) or 'vae' (those clips encoded and decoded by the model's VAE: the
+    best any latent generator can show, e.g. its sharpness ratio is the ceiling for the others)."""
 
     name: str
     kind: str
@@ -35,8 +37,8 @@ class ModelSpec:
     guidance_scale: float = 5.0
 
     def __post_init__(self):
-        if self.kind not in ("teacher", "generator", "real"):
-            raise ValueError(f"model kind must be teacher, generator or real, got {self.kind!r}")
+        if self.kind not in ("teacher", "generator", "real", "vae"):
+            raise ValueError(f"model kind must be teacher, generator, real or vae, got {self.kind!r}")
         if self.kind == "generator" and (self.run_dir is None or self.steps not in (1, 2)):
             raise ValueError(f"{self.name}: a generator needs a run folder and 1 or 2 steps")
 
@@ -44,7 +46,7 @@ class ModelSpec:
 def model_specs(teacher_steps: int | None, runs: list[str], two_step: list[str] = (), real: bool = True,
                 guidance_scale: float = 5.0) -> list[ModelSpec]:
     """Rows in table order from CLI-style arguments: runs are 'name=run_dir', two_step names some of them."""
-    specs = [ModelSpec("real data", "real")] if real else []
+    specs = [ModelSpec("real data", "real"), ModelSpec("real data, VAE round trip", "vae")] if real else []
     if teacher_steps:
         specs.append(ModelSpec(f"teacher {teacher_steps}-step", "teacher", teacher_steps, guidance_scale=guidance_scale))
     named = {}
@@ -79,9 +81,12 @@ def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path,
              batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, float | None]:
     """Clips (B, 3, F, H, W) for the requests and measured seconds per clip (text encoding, DiT and VAE
     decode; loading excluded). Sample i uses seed + i for its noise (and its 2-step re-noise), whatever
-    the batching. Real clips are rendered, not generated: no time."""
+    the batching. Reference rows (real, vae) are not generated: no time."""
     if spec.kind == "real":
         return real_clips(requests, seed), None
+    if spec.kind == "vae":
+        real = real_clips(requests, seed)
+        return torch.cat([components.vae.decode(components.vae.encode(c)) for c in real.split(batch_size)]), None
     cfg = SampleConfig(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
     if spec.kind == "teacher":
         sampler = Sampler(components)

@@ -5,8 +5,9 @@
 
 Prints a Markdown table (attribute accuracy read by the shipped evaluator, Frechet distance on its
 features against real held-out clips, sharpness ratio against them, seconds per clip) and writes
-table.md, metrics.json and grid.png (a few prompts, one row per model) to --out. The first row is
-real held-out clips of the same prompts: the reference line. Deterministic for a seed.
+table.md, metrics.json and grid.png (a few prompts, one row per model) to --out. The first rows are
+references: real held-out clips of the same prompts, and the same clips through the VAE (the best a
+latent generator can do). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def main(argv=None) -> dict:
     p.add_argument("--cfg", type=float, default=5.0, help="teacher classifier-free guidance scale")
     p.add_argument("--run", action="append", default=[], help="name=run_dir: its latest checkpoint's EMA, 1 step")
     p.add_argument("--two-step", action="append", default=[], help="a --run name to evaluate in 2 steps as well")
-    p.add_argument("--no-real", action="store_true", help="leave out the real-data reference row")
+    p.add_argument("--no-real", action="store_true", help="leave out the real-data reference rows")
     p.add_argument("--n", type=int, default=96, help="prompts (held-out combinations)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
