@@ -81,6 +81,43 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
     assert rows[0]["feature_matching"] > 0  # G's samples are not the reals
 
 
+@pytest.mark.slow
+def test_image_then_video_schedule(tmp_path, tiny_model_dir):
+    """The paper's schedule in config: an image phase (1-frame clips, configs/toy/apt-image.yaml), then a
+    video phase whose G starts from the image phase's EMA and whose D starts again from the teacher."""
+    import os
+    import subprocess
+    import sys
+
+    from apt.checkpoint import latest_checkpoint, load_model_from_checkpoint
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
+    common = [f"model.path={tiny_model_dir}", "data.num_clips=8", "train.micro_batch_size=4", "train.steps=2",
+              "train.sample_every=0"]
+    image, video = tmp_path / "image", tmp_path / "video"
+    # a large G step and no EMA lag in the image phase, a negligible G step in the video phase: the video
+    # G must then still be the image phase's EMA, far from the teacher
+    phases = ((ROOT / "configs/toy/apt-image.yaml", ["adv.generator_init=teacher", f"train.out_dir={image}",
+                                                     "adv.lr_generator=1e-3", "adv.ema_decay=0"]),
+              (TOY, [f"adv.generator_init={image}", f"train.out_dir={video}", "adv.lr_generator=1e-12"]))
+    for config, extra in phases:
+        res = subprocess.run([sys.executable, str(ROOT / "scripts" / "train_apt.py"), "--config", str(config),
+                              *common, *extra], capture_output=True, text=True, timeout=300, env=env)
+        assert res.returncode == 0, res.stderr[-3000:]
+    assert load_config(APTConfig, ROOT / "configs/toy/apt-image.yaml").data.frames == 1
+    assert read_metrics(image)[-1]["step"] == read_metrics(video)[-1]["step"] == 2
+
+    def loaded(path, name):
+        module = WanBackbone.from_pretrained(tiny_model_dir)
+        load_model_from_checkpoint(latest_checkpoint(path), name, module)
+        return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+    teacher = torch.cat([p.detach().flatten() for p in WanBackbone.from_pretrained(tiny_model_dir).parameters()])
+    image_ema, video_g = loaded(image, "ema"), loaded(video, "generator")
+    assert (image_ema - teacher).abs().max() > 1e-4
+    assert (video_g - image_ema).abs().max() < 1e-8
+
+
 def test_feature_matching_reaches_every_generator_parameter():
     g = OneStepGenerator(WanBackbone(tiny_transformer(seed=1)))
     d = Discriminator.from_teacher(WanBackbone(tiny_transformer()))
