@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,17 @@ from discriminator.parallel import parallelize_discriminator
 
 class TrainingCollapsed(RuntimeError):
     pass
+
+
+@contextmanager
+def _frozen(params: list[torch.nn.Parameter]):
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 def _grad_norm(module: torch.nn.Module) -> float:
@@ -51,7 +63,8 @@ class AdversarialPostTraining:
         parallelize_discriminator(self.discriminator, par)
         rms = dict(alpha=adv.rmsprop_alpha, eps=1e-8, weight_decay=0.0)
         self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=adv.lr_generator, **rms)
-        self.opt_d = torch.optim.RMSprop([p for p in self.discriminator.parameters() if p.requires_grad],
+        self.d_trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
+        self.opt_d = torch.optim.RMSprop(self.d_trainable,
                                          lr=adv.lr_discriminator, **rms)
         self.low_d_loss_steps = 0
 
@@ -129,25 +142,28 @@ class AdversarialPostTraining:
         # -- generator update ---------------------------------------------------------------
         self.opt_g.zero_grad(set_to_none=True)
         matching = adv.feature_matching_weight > 0
-        for _ in range(accum):
-            batch = next_batch()
-            x, text = batch["latent"].to(dev), batch["text"].to(dev)
-            t, noise = self._renoising(x)
-            fake_out = self._d_logits(self._fake(x, text), text, t, noise, return_features=matching)
-            real_out = None
-            if adv.loss == "relativistic" or matching:
-                with torch.no_grad():  # the real pass at the same t and noise, as a reference only
-                    real_out = self._d_logits(x, text, t, noise, return_features=matching)
-            fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
-            loss_g = self._adv_losses(real_logits, fake_logits)[1] if adv.loss == "relativistic" \
-                else losses.g_loss(fake_logits)
-            total = loss_g
-            if matching:
-                fm = losses.feature_matching(real_out[1], fake_out[1])
-                total = total + adv.feature_matching_weight * fm
-                add("feature_matching", fm.item())
-            (total / accum).backward()
-            add("g_loss", loss_g.item())
+        # D's weights are not updated here: no weight gradients for them (nor their reduce-scatter),
+        # only the gradient through D to G's samples.
+        with _frozen(self.d_trainable):
+            for _ in range(accum):
+                batch = next_batch()
+                x, text = batch["latent"].to(dev), batch["text"].to(dev)
+                t, noise = self._renoising(x)
+                fake_out = self._d_logits(self._fake(x, text), text, t, noise, return_features=matching)
+                real_out = None
+                if adv.loss == "relativistic" or matching:
+                    with torch.no_grad():  # the real pass at the same t and noise, as a reference only
+                        real_out = self._d_logits(x, text, t, noise, return_features=matching)
+                fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
+                loss_g = self._adv_losses(real_logits, fake_logits)[1] if adv.loss == "relativistic" \
+                    else losses.g_loss(fake_logits)
+                total = loss_g
+                if matching:
+                    fm = losses.feature_matching(real_out[1], fake_out[1])
+                    total = total + adv.feature_matching_weight * fm
+                    add("feature_matching", fm.item())
+                (total / accum).backward()
+                add("g_loss", loss_g.item())
         m["g_grad_norm"] = _grad_norm(self.generator)
         self.opt_g.step()
         ema_update(self.ema, self.generator, adv.ema_decay)

@@ -126,8 +126,9 @@ def activation_bytes(s: Setup, counts: dict) -> dict:
     mb = s.micro_batch
     if s.stage == "apt":
         # D step: the fake half of L_D is backpropagated first, so at most two D passes are alive
-        # together (the real and the sigma-perturbed real pass of aR1)
-        phases = {"d_step": 2 * d, "g_step": g + d}  # G step: G forward, then D on the fakes
+        # together (the real and the sigma-perturbed real pass of aR1). G step: G forward, then D on
+        # the fakes (an upper bound: D's weights are frozen there, so some of its inputs need not be saved)
+        phases = {"d_step": 2 * d, "g_step": g + d}
     else:
         phases = {"student": g}  # teacher and target run without grad
     return {k: mb * (v + recompute) for k, v in phases.items()} | {"recompute_block": mb * recompute}
@@ -157,9 +158,9 @@ def step_flops(s: Setup, counts: dict) -> dict:
     fd = forward_flops(n, m, counts["taps"][-1], text, "tokens", len(counts["taps"]), s.head_mlp_ratio)
     rc = 1 if s.activation_checkpointing else 0  # one extra forward to recompute checkpointed blocks
     if s.stage == "apt":
-        # D step: G forward (no grad) + 3 D passes forward/backward; G step: G and D forward/backward
-        # (D's parameter gradients are computed there too: its params require grad)
-        per_sample = fg + 3 * fd * (3 + rc) + fg * (3 + rc) + fd * (3 + rc)
+        # D step: G forward (no grad) + 3 D passes forward/backward; G step: G forward/backward and D
+        # forward + backward to its input only (D's weights are frozen in the G step: no weight gradients)
+        per_sample = fg + 3 * fd * (3 + rc) + fg * (3 + rc) + fd * (2 + rc)
     else:
         # CFG teacher (2 forwards), target forward, student forward/backward
         per_sample = 2 * fg + fg + fg * (3 + rc)
