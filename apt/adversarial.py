@@ -4,7 +4,8 @@
     D = teacher copy + token heads     initialised from the ORIGINAL teacher, all used weights trained
     D step: L_D = softplus(-D(x)) + softplus(D(G(z))) + lambda * ||D(x) - D(x + sigma n)||^2
     G step: L_G = softplus(-D(G(z)))   then EMA of G
-RMSProp (alpha 0.9) for both, no weight decay, no gradient clipping.
+RMSProp (alpha 0.9) for both, no weight decay, no gradient clipping. Optional (off by default):
+APT2's relativistic loss and approximate R2, SeedVR2's feature matching (apt/losses.py).
 """
 
 from __future__ import annotations
@@ -64,8 +65,7 @@ class AdversarialPostTraining:
         rms = dict(alpha=adv.rmsprop_alpha, eps=1e-8, weight_decay=0.0)
         self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=adv.lr_generator, **rms)
         self.d_trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
-        self.opt_d = torch.optim.RMSprop(self.d_trainable,
-                                         lr=adv.lr_discriminator, **rms)
+        self.opt_d = torch.optim.RMSprop(self.d_trainable, lr=adv.lr_discriminator, **rms)
         self.low_d_loss_steps = 0
 
     # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so

@@ -28,7 +28,7 @@ REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream p
 class ModelSpec:
     """kind: 'teacher' (steps Euler steps, CFG), 'generator' (run_dir's EMA, 1 or 2 steps), 'real' (real
     held-out clips of the same prompts) or 'vae' (those clips encoded and decoded by the model's VAE: the
-    best any latent generator can show, e.g. its sharpness ratio is the ceiling for the others)."""
+    reference for any latent generator, e.g. for its sharpness ratio)."""
 
     name: str
     kind: str
