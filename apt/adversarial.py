@@ -65,7 +65,11 @@ class AdversarialPostTraining:
         rms = dict(alpha=adv.rmsprop_alpha, eps=1e-8, weight_decay=0.0)
         self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=adv.lr_generator, **rms)
         self.d_trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
-        self.opt_d = torch.optim.RMSprop(self.d_trainable, lr=adv.lr_discriminator, **rms)
+        heads = {id(p) for p in self.discriminator.head_parameters()}
+        self.opt_d = torch.optim.RMSprop([
+            {"params": [p for p in self.d_trainable if id(p) not in heads]},
+            {"params": [p for p in self.d_trainable if id(p) in heads], "lr": adv.lr_heads or adv.lr_discriminator},
+        ], lr=adv.lr_discriminator, **rms)
         self.low_d_loss_steps = 0
 
     # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so

@@ -12,6 +12,8 @@ class AdversarialConfig:
     generator_init: str = ""  # stage-1 run dir or checkpoint (its EMA), or "teacher" (for tests only)
     lr_generator: float = 5e-6  # paper: 5e-6 image stage, 3e-6 video stage
     lr_discriminator: float = 5e-6
+    # the new token heads and logit layer only; 0 = lr_discriminator (the paper uses one learning rate)
+    lr_heads: float = 0.0
     rmsprop_alpha: float = 0.9  # RMSProp alpha 0.9 (= Adam beta1 0, beta2 0.9)
     ema_decay: float = 0.995
     d_shift: float = 12.0  # D re-noising t ~ shift(U(0,1), s): 1 for images, 12 for video
@@ -31,6 +33,8 @@ class AdversarialConfig:
             raise ConfigError("adv.generator_init: give the stage-1 run (or checkpoint) the generator starts from")
         if self.loss not in ("nonsaturating", "relativistic"):
             raise ConfigError(f"adv.loss must be 'nonsaturating' or 'relativistic', got {self.loss!r}")
+        if self.lr_heads < 0:
+            raise ConfigError(f"adv.lr_heads must be >= 0 (0 = adv.lr_discriminator), got {self.lr_heads}")
         for key in ("lr_generator", "lr_discriminator", "d_shift"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"adv.{key} must be positive, got {getattr(self, key)}")

@@ -38,6 +38,10 @@ class Discriminator(nn.Module):
             module.requires_grad_(False)
         m.scale_shift_table.requires_grad_(False)
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The new layers on top of the backbone copy (token heads and logit layer)."""
+        return list(self.heads.parameters()) + list(self.logit.parameters())
+
     @classmethod
     def from_teacher(cls, teacher: WanBackbone, **kwargs) -> "Discriminator":
         """A full, trainable copy of the teacher's weights (not the distilled generator's)."""

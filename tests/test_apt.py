@@ -27,6 +27,8 @@ def test_config_needs_a_generator_and_a_known_loss():
         load_config(APTConfig, TOY, ["adv.loss=hinge"])
     with pytest.raises(ConfigError, match="adv.r2_weight"):
         load_config(APTConfig, TOY, ["adv.r2_weight=-1"])
+    with pytest.raises(ConfigError, match="adv.lr_heads"):
+        load_config(APTConfig, TOY, ["adv.lr_heads=-1"])
     with pytest.raises(ConfigError, match="adv.feature_matching_weight"):
         load_config(APTConfig, TOY, ["adv.feature_matching_weight=-0.5"])
 
@@ -70,7 +72,7 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
     cmd = [sys.executable, str(ROOT / "scripts" / "train_apt.py"), "--config", str(TOY),
            f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=8",
            "train.micro_batch_size=4", "train.steps=2", "train.sample_every=0", f"train.out_dir={out_dir}",
-           "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0"]
+           "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -116,6 +118,20 @@ def test_image_then_video_schedule(tmp_path, tiny_model_dir):
     image_ema, video_g = loaded(image, "ema"), loaded(video, "generator")
     assert (image_ema - teacher).abs().max() > 1e-4
     assert (video_g - image_ema).abs().max() < 1e-8
+
+
+def test_head_learning_rate_applies_to_the_new_layers_only():
+    from apt.distributed import DistInfo
+
+    teacher = WanBackbone(tiny_transformer())
+    dist = DistInfo(0, 1, 0, torch.device("cpu"), "gloo")
+    for lr_heads, want in ((0.0, 2e-4), (1e-5, 1e-5)):
+        cfg = load_config(APTConfig, TOY, ["parallel.fsdp=false", "adv.lr_discriminator=2e-4", f"adv.lr_heads={lr_heads}"])
+        stage = AdversarialPostTraining(cfg, dist, teacher, WanBackbone(tiny_transformer(seed=1)), samples=None)
+        backbone_group, head_group = stage.opt_d.param_groups
+        assert backbone_group["lr"] == 2e-4 and head_group["lr"] == want
+        assert {id(p) for p in head_group["params"]} == {id(p) for p in stage.discriminator.head_parameters()}
+        assert len(backbone_group["params"]) + len(head_group["params"]) == len(stage.d_trainable)
 
 
 def test_feature_matching_reaches_every_generator_parameter():
