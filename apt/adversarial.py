@@ -101,11 +101,16 @@ class AdversarialPostTraining:
         perturbed = self._d_logits(losses.perturb(x0, sigma), text, t, noise)
         return logits, losses.approximate_r1(logits, perturbed)
 
-    def _adv_losses(self, real_logits, fake_logits):
+    def _d_loss(self, real_logits, fake_logits):
         if self.cfg.adv.loss == "relativistic":
-            return losses.relativistic_d_loss(real_logits, fake_logits), losses.relativistic_g_loss(real_logits,
-                                                                                                  fake_logits)
-        return losses.d_loss(real_logits, fake_logits), losses.g_loss(fake_logits)
+            return losses.relativistic_d_loss(real_logits, fake_logits)
+        return losses.d_loss(real_logits, fake_logits)
+
+    def _g_loss(self, real_logits, fake_logits):
+        """real_logits are only needed (and only computed) for the relativistic loss."""
+        if self.cfg.adv.loss == "relativistic":
+            return losses.relativistic_g_loss(real_logits, fake_logits)
+        return losses.g_loss(fake_logits)
 
     def train_step(self, next_batch, step: int) -> dict[str, float]:
         adv, accum, dev = self.cfg.adv, self.cfg.train.grad_accum, self.dist.device
@@ -130,7 +135,7 @@ class AdversarialPostTraining:
                 ((losses.d_loss_fake(fake_logits) + r2_term) / accum).backward()
                 fake_logits, r2_term = fake_logits.detach(), 0.0
             real_logits, r1 = self._d_pass(x, text, adv.r1_weight, adv.r1_sigma)
-            loss_d, _ = self._adv_losses(real_logits, fake_logits)
+            loss_d = self._d_loss(real_logits, fake_logits)
             total = loss_d + r2_term + (adv.r1_weight * r1 if r1 is not None else 0.0)
             (total / accum).backward()
             for key, value in (("aR1", r1), ("aR2", r2)):
@@ -159,8 +164,7 @@ class AdversarialPostTraining:
                     with torch.no_grad():  # the real pass at the same t and noise, as a reference only
                         real_out = self._d_logits(x, text, t, noise, return_features=matching)
                 fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
-                loss_g = self._adv_losses(real_logits, fake_logits)[1] if adv.loss == "relativistic" \
-                    else losses.g_loss(fake_logits)
+                loss_g = self._g_loss(real_logits, fake_logits)
                 total = loss_g
                 if matching:
                     fm = losses.feature_matching(real_out[1], fake_out[1])
