@@ -95,10 +95,13 @@ class AdversarialPostTraining:
         """D logits at a fresh re-noising, and the approximate R1/R2 penalty for a sigma-perturbed
         copy at the SAME t and noise (so only sigma * n differs); the penalty is None when off."""
         t, noise = self._renoising(x0)
-        logits = self._d_logits(x0, text, t, noise)
         if penalty_weight <= 0:
-            return logits, None
-        perturbed = self._d_logits(losses.perturb(x0, sigma), text, t, noise)
+            return self._d_logits(x0, text, t, noise), None
+        # Both copies in one call: the same activation memory as two calls, but one pass's
+        # per-layer overhead and FSDP collectives instead of two.
+        both = self._d_logits(torch.cat([x0, losses.perturb(x0, sigma)]), torch.cat([text, text]),
+                              torch.cat([t, t]), torch.cat([noise, noise]))
+        logits, perturbed = both.chunk(2)
         return logits, losses.approximate_r1(logits, perturbed)
 
     def _d_loss(self, real_logits, fake_logits):

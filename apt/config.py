@@ -24,6 +24,9 @@ class ParallelConfig:
     fsdp: bool = True  # FSDP2 fully_shard per block; a 1-process run uses a world-of-one group
     activation_checkpointing: bool = True
     mixed_precision: str = "fp32"  # "bf16": bf16 params/compute, fp32 gradient reduction
+    # false keeps each block's gathered weights from forward to backward (one all-gather per block
+    # per step, not two): faster, at the memory of unsharded weights for the whole step (ZeRO-2-like)
+    reshard_after_forward: bool = True
 
     def validate(self):
         if self.mixed_precision not in ("bf16", "fp32"):

@@ -83,10 +83,11 @@ def exit_cleanly(code: int = 0) -> None:
 
 
 def fsdp_kwargs(cfg: ParallelConfig) -> dict:
-    """fully_shard keyword arguments for the configured precision (bf16 compute, fp32 reduction)."""
+    """fully_shard keyword arguments: precision (bf16 compute, fp32 reduction) and resharding."""
+    kwargs = {"reshard_after_forward": bool(cfg.reshard_after_forward)}
     if cfg.mixed_precision == "bf16":
-        return {"mp_policy": MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)}
-    return {}
+        kwargs["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    return kwargs
 
 
 def parallelize_backbone(backbone, cfg: ParallelConfig) -> None:

@@ -20,7 +20,6 @@ from apt.metrics import REFERENCE_CLIPS, REFERENCE_SEED, evaluate_videos
 from apt.loading import Components
 from apt.pipeline import SampleConfig, Sampler
 
-METRIC_COLUMNS = ("digit", "colour", "direction", "all", "frechet_distance", "sharpness_ratio", "seconds_per_clip")
 REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream per request
 
 
@@ -140,12 +139,13 @@ def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    head = "| model | digit | colour | direction | all three | Frechet distance | sharpness ratio | seconds / clip |"
-    lines = [head, "|" + "---|" * 8]
+    head = ("| model | digit | colour | direction | all three | Frechet distance | sharpness ratio "
+            "| edge sharpness ratio | seconds / clip |")
+    lines = [head, "|" + "---|" * 9]
     for name, m in results.items():
         secs = "-" if m["seconds_per_clip"] is None else f"{m['seconds_per_clip']:.4f}"
         lines.append(f"| {name} | {m['digit']:.3f} | {m['colour']:.3f} | {m['direction']:.3f} | {m['all']:.3f} | "
-                     f"{m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | {secs} |")
+                     f"{m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | {m['edge_sharpness_ratio']:.3f} | {secs} |")
     return "\n".join(lines) + "\n"
 
 

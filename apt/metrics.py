@@ -5,7 +5,10 @@
 - Frechet distance between Gaussians fitted to evaluator features of the generated clips and of
   real held-out clips (FVD-like; lower is better; it is biased upwards at small n, so compare at equal n);
 - sharpness ratio: Laplacian energy against the same real clips (no learned model, so it stays
-  comparable across evaluator versions).
+  comparable across evaluator versions);
+- edge sharpness ratio: Laplacian energy per unit of gradient energy against the real clips. Laplacian
+  energy alone also grows with the amount of ink (a bigger or brighter blurry blob scores higher); the
+  ratio of the two depends on how wide the edges are, not on how much edge there is.
 The real reference clips are the toy world's "eval" split (held-out glyphs and combinations).
 """
 
@@ -29,6 +32,17 @@ def _check_videos(videos: torch.Tensor) -> None:
         raise ValueError(f"expected videos (B, 3, F, H, W), got shape {tuple(videos.shape)}")
 
 
+def _frames(videos: torch.Tensor) -> torch.Tensor:
+    """(B, 3, F, H, W) clips in [-1, 1] -> (B*F*3, 1, H, W) frames, clamped as they are shown."""
+    _check_videos(videos)
+    b, c, f, h, w = videos.shape
+    return videos.detach().float().clamp(-1, 1).permute(0, 2, 1, 3, 4).reshape(b * f * c, 1, h, w)
+
+
+def _laplacian_energy(frames: torch.Tensor) -> float:
+    return float(F.conv2d(frames, _LAPLACIAN.to(frames.device).view(1, 1, 3, 3)).pow(2).mean())
+
+
 def sharpness(videos: torch.Tensor) -> float:
     """Mean squared spatial Laplacian (Laplacian energy) of clips in [-1, 1].
 
@@ -37,11 +51,22 @@ def sharpness(videos: torch.Tensor) -> float:
     clips. Values are clamped to [-1, 1] first, as the clips are shown. Blur removes high frequencies,
     so a blurrier set scores lower; the score is in pixel units (range 2 per channel), not normalised.
     """
-    _check_videos(videos)
-    b, c, f, h, w = videos.shape
-    frames = videos.detach().float().clamp(-1, 1).permute(0, 2, 1, 3, 4).reshape(b * f * c, 1, h, w)
-    lap = F.conv2d(frames, _LAPLACIAN.to(frames.device).view(1, 1, 3, 3))
-    return float(lap.pow(2).mean())
+    return _laplacian_energy(_frames(videos))
+
+
+def edge_sharpness(videos: torch.Tensor) -> float:
+    """Laplacian energy / gradient energy of clips in [-1, 1], in 1 / pixel^2.
+
+    Gradient energy is the mean of squared horizontal plus vertical forward differences. Both energies
+    scale with contrast squared and with the length of the edges, so their ratio does not: it falls
+    as edges widen (about 1 / width^2 for a blurred step). It tells a blurry big blob from a sharp
+    thin stroke, which Laplacian energy alone can rank the other way round.
+    """
+    frames = _frames(videos)
+    gradient = float((frames[..., 1:] - frames[..., :-1]).pow(2).mean() + (frames[..., 1:, :] - frames[..., :-1, :]).pow(2).mean())
+    if gradient <= 0:
+        raise ValueError("the clips are flat (zero gradient energy): edge sharpness is undefined")
+    return _laplacian_energy(frames) / gradient
 
 
 def sharpness_ratio(videos: torch.Tensor, real_videos: torch.Tensor) -> float:
@@ -84,6 +109,7 @@ class Reference:
     mu: torch.Tensor
     cov: torch.Tensor
     sharpness: float
+    edge_sharpness: float
 
 
 @functools.lru_cache(maxsize=2)
@@ -95,14 +121,15 @@ def real_reference(n: int = REFERENCE_CLIPS, seed: int = REFERENCE_SEED) -> Refe
     data = MovingDigits("eval", length=n, seed=seed)
     videos = torch.stack([data[i]["video"] for i in range(n)])
     mu, cov = gaussian_stats(score_clips(videos)[1])
-    return Reference(videos, mu, cov, sharpness(videos))
+    return Reference(videos, mu, cov, sharpness(videos), edge_sharpness(videos))
 
 
 def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Reference | None = None) -> dict:
     """Metrics of clips (B, 3, F, H, W) in [-1, 1] generated for requests [{digit, colour, direction}, ...].
 
     Returns digit/colour/direction/all accuracy (evaluator), frechet_distance (evaluator features,
-    against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio and n.
+    against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio,
+    edge_sharpness_ratio and n.
     """
     from apt.toy.evaluator import HEADS, score_clips
 
@@ -116,5 +143,6 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     out["all"] = torch.stack(list(hits.values())).all(0).float().mean().item()
     out["frechet_distance"] = frechet_distance(*gaussian_stats(feats), reference.mu, reference.cov)
     out["sharpness_ratio"] = sharpness(videos) / reference.sharpness
+    out["edge_sharpness_ratio"] = edge_sharpness(videos) / reference.edge_sharpness
     out["n"] = len(videos)
     return out

@@ -167,3 +167,25 @@ def test_torchrun_two_process_apt_resumes_to_identical_losses(tmp_path, tiny_mod
     a = load_generator_from_checkpoint(tmp_path / "straight", tiny_model_dir)(z, text)
     b = load_generator_from_checkpoint(tmp_path / "split", tiny_model_dir)(z, text)
     assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_penalised_d_pass_equals_two_separate_calls():
+    """_d_pass runs the clean and the sigma-perturbed copy as one batch: same logits and aR1 as two
+    calls at the same t and noise."""
+    from apt.distributed import DistInfo
+
+    cfg = load_config(APTConfig, TOY, ["parallel.fsdp=false"])
+    dist = DistInfo(0, 1, 0, torch.device("cpu"), "gloo")
+    stage = AdversarialPostTraining(cfg, dist, WanBackbone(tiny_transformer()), WanBackbone(tiny_transformer(seed=1)),
+                                    samples=None)
+    x, text = torch.randn(3, 4, 3, 4, 4), torch.randn(3, 5, 16)
+    torch.manual_seed(7)
+    logits, r1 = stage._d_pass(x, text, penalty_weight=100.0, sigma=0.1)
+    torch.manual_seed(7)
+    t, noise = stage._renoising(x)
+    perturbed = losses.perturb(x, 0.1)
+    d = stage.discriminator
+    want_logits, want_perturbed = d(x, text, t=t, noise=noise), d(perturbed, text, t=t, noise=noise)
+    torch.testing.assert_close(logits, want_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(r1, losses.approximate_r1(want_logits, want_perturbed), rtol=1e-4, atol=1e-9)
+    assert r1.item() > 0

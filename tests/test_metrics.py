@@ -74,3 +74,28 @@ def test_evaluate_videos_real_clips_against_wrong_requests():
     blurred = evaluate_videos(_blur(_blur(real)), requests)
     assert blurred["sharpness_ratio"] < 0.5 * good["sharpness_ratio"]
     assert blurred["frechet_distance"] > good["frechet_distance"]
+
+
+def _disc(radius: float, edge_width: float, size: int = 32) -> torch.Tensor:
+    """A bright disc on a dark background with a soft edge of about edge_width pixels, as (1, 3, 2, H, W)."""
+    yy, xx = torch.meshgrid(torch.arange(size) - size / 2 + 0.5, torch.arange(size) - size / 2 + 0.5, indexing="ij")
+    inside = torch.sigmoid((radius - (xx ** 2 + yy ** 2).sqrt()) / edge_width)
+    return (2 * inside - 1).expand(1, 3, 2, size, size).clone()
+
+
+def test_edge_sharpness_measures_edge_width_not_the_amount_of_ink():
+    from apt.metrics import edge_sharpness
+
+    sharp_small, blurry_big = _disc(4, 0.4), _disc(12, 0.5)
+    # Laplacian energy ranks the big, slightly blurrier disc first (three times the edge length) ...
+    assert sharpness(blurry_big) > 1.5 * sharpness(sharp_small)
+    # ... edge sharpness ranks by edge width
+    assert edge_sharpness(sharp_small) > 1.4 * edge_sharpness(blurry_big)
+    # at one edge width, three times the radius: Laplacian energy x2.5, edge sharpness within 25%
+    assert sharpness(_disc(12, 0.8)) > 2 * sharpness(_disc(4, 0.8))
+    assert edge_sharpness(_disc(12, 0.8)) == pytest.approx(edge_sharpness(_disc(4, 0.8)), rel=0.25)
+    # blur lowers it; contrast does not change it
+    assert edge_sharpness(_blur(sharp_small)) < 0.6 * edge_sharpness(sharp_small)
+    assert edge_sharpness(0.5 * sharp_small) == pytest.approx(edge_sharpness(sharp_small), rel=1e-5)
+    with pytest.raises(ValueError, match="flat"):
+        edge_sharpness(torch.zeros(1, 3, 2, 8, 8))
