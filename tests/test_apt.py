@@ -189,3 +189,30 @@ def test_penalised_d_pass_equals_two_separate_calls():
     torch.testing.assert_close(logits, want_logits, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r1, losses.approximate_r1(want_logits, want_perturbed), rtol=1e-4, atol=1e-9)
     assert r1.item() > 0
+
+
+@pytest.mark.slow
+def test_without_approximate_r1_the_discriminator_wins_sooner(tmp_path):
+    """The aR1 ablation on the toy world (docs/stage2-apt.md): G held still (the teacher as a
+    one-step generator, lr 1e-7) so that D can win, D re-noising at low noise (shift 0.1). Without
+    aR1 the D loss falls towards 0 within 60 updates; with it (lambda 100, sigma 0.1) it stays higher."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
+    last = {}
+    for weight in (0, 100):
+        out_dir = tmp_path / f"r1_{weight}"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+               str(ROOT / "scripts" / "train_apt.py"), "--config", str(TOY), "adv.generator_init=teacher",
+               "data.num_clips=256", "train.steps=60", "adv.lr_generator=1e-7", "adv.lr_discriminator=5e-4",
+               "adv.lr_heads=5e-5", "adv.d_shift=0.1", f"adv.r1_weight={weight}", "adv.collapse_patience=1000",
+               "train.checkpoint_every=1000", "train.sample_every=0", f"train.out_dir={out_dir}"]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        d_loss = [m["d_loss"] for m in read_metrics(out_dir)]
+        assert len(d_loss) == 60
+        last[weight] = sum(d_loss[-20:]) / 20
+    # measured here: 0.65 without aR1, 1.05 with it (log 4 = 1.39 at chance)
+    assert last[0] < last[100] - 0.2, last
