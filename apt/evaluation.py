@@ -145,7 +145,8 @@ def markdown_table(results: dict[str, dict]) -> str:
     for name, m in results.items():
         secs = "-" if m["seconds_per_clip"] is None else f"{m['seconds_per_clip']:.4f}"
         lines.append(f"| {name} | {m['digit']:.3f} | {m['colour']:.3f} | {m['direction']:.3f} | {m['all']:.3f} | "
-                     f"{m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | {m['edge_sharpness_ratio']:.3f} | {secs} |")
+                     f"{m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | {m['edge_sharpness_ratio']:.3f} | "
+                     f"{secs} |")
     return "\n".join(lines) + "\n"
 
 

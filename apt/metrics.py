@@ -63,7 +63,8 @@ def edge_sharpness(videos: torch.Tensor) -> float:
     thin stroke, which Laplacian energy alone can rank the other way round.
     """
     frames = _frames(videos)
-    gradient = float((frames[..., 1:] - frames[..., :-1]).pow(2).mean() + (frames[..., 1:, :] - frames[..., :-1, :]).pow(2).mean())
+    dx, dy = frames[..., 1:] - frames[..., :-1], frames[..., 1:, :] - frames[..., :-1, :]
+    gradient = float(dx.pow(2).mean() + dy.pow(2).mean())
     if gradient <= 0:
         raise ValueError("the clips are flat (zero gradient energy): edge sharpness is undefined")
     return _laplacian_energy(frames) / gradient

@@ -53,22 +53,29 @@ def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int 
     return Path(path)
 
 
-def straight_and_resumed_runs(script: Path, config: Path, overrides: list[str], tmp_path: Path,
-                              steps: int = 4, stop_at: int = 2) -> tuple[Path, Path]:
-    """Launch a 2-process gloo torchrun training `steps` straight, and again stopped at `stop_at`
-    then resumed (train.resume=auto); returns the two run folders. Needs checkpoint_every | stop_at."""
+def run_training_script(script: Path, config: Path, overrides: list[str], tmp_path: Path, nproc: int = 2,
+                        timeout: int = 600) -> None:
+    """Launch a training script as an `nproc`-process gloo torchrun (one thread per rank, the toy data
+    cached under tmp_path) and fail with the end of its stderr if it fails."""
     import os
     import subprocess
     import sys
 
-    base = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-            str(script), "--config", str(config), "train.sample_every=0", *overrides]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
+           str(script), "--config", str(config), *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+
+
+def straight_and_resumed_runs(script: Path, config: Path, overrides: list[str], tmp_path: Path,
+                              steps: int = 4, stop_at: int = 2) -> tuple[Path, Path]:
+    """Launch a 2-process gloo torchrun training `steps` straight, and again stopped at `stop_at`
+    then resumed (train.resume=auto); returns the two run folders. Needs checkpoint_every | stop_at."""
 
     def run(out_dir: Path, n: int) -> None:
-        out = subprocess.run(base + [f"train.out_dir={out_dir}", f"train.steps={n}"], env=env,
-                             capture_output=True, text=True, timeout=600)
-        assert out.returncode == 0, out.stderr[-4000:]
+        run_training_script(script, config, ["train.sample_every=0", *overrides, f"train.out_dir={out_dir}",
+                                             f"train.steps={n}"], tmp_path)
 
     straight, split = tmp_path / "straight", tmp_path / "split"
     run(straight, steps)

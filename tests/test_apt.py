@@ -12,7 +12,7 @@ from apt.backbone import WanBackbone
 from apt.config import ConfigError, load_config
 from apt.generator import OneStepGenerator
 from apt.run_log import read_metrics
-from apt.testing import straight_and_resumed_runs, tiny_transformer
+from apt.testing import run_training_script, straight_and_resumed_runs, tiny_transformer
 from discriminator.model import Discriminator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,21 +196,14 @@ def test_without_approximate_r1_the_discriminator_wins_sooner(tmp_path):
     """The aR1 ablation on the toy world (docs/stage2-apt.md): G held still (the teacher as a
     one-step generator, lr 1e-7) so that D can win, D re-noising at low noise (shift 0.1). Without
     aR1 the D loss falls towards 0 within 60 updates; with it (lambda 100, sigma 0.1) it stays higher."""
-    import os
-    import subprocess
-    import sys
-
-    env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     last = {}
     for weight in (0, 100):
         out_dir = tmp_path / f"r1_{weight}"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-               str(ROOT / "scripts" / "train_apt.py"), "--config", str(TOY), "adv.generator_init=teacher",
-               "data.num_clips=256", "train.steps=60", "adv.lr_generator=1e-7", "adv.lr_discriminator=5e-4",
-               "adv.lr_heads=5e-5", "adv.d_shift=0.1", f"adv.r1_weight={weight}", "adv.collapse_patience=1000",
-               "train.checkpoint_every=1000", "train.sample_every=0", f"train.out_dir={out_dir}"]
-        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-        assert done.returncode == 0, done.stderr[-4000:]
+        run_training_script(ROOT / "scripts" / "train_apt.py", TOY, [
+            "adv.generator_init=teacher", "data.num_clips=256", "train.steps=60", "adv.lr_generator=1e-7",
+            "adv.lr_discriminator=5e-4", "adv.lr_heads=5e-5", "adv.d_shift=0.1", f"adv.r1_weight={weight}",
+            "adv.collapse_patience=1000", "train.checkpoint_every=1000", "train.sample_every=0",
+            f"train.out_dir={out_dir}"], tmp_path)
         d_loss = [m["d_loss"] for m in read_metrics(out_dir)]
         assert len(d_loss) == 60
         last[weight] = sum(d_loss[-20:]) / 20
