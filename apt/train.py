@@ -7,15 +7,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import torch
 
 from apt.adversarial import AdversarialPostTraining
 from apt.adversarial_config import APTConfig
 from apt.backbone import WanBackbone
-from apt.checkpoint import latest_checkpoint, load_model_from_checkpoint
+from apt.checkpoint import load_model_from_checkpoint
 from apt.entry import run_training
+from apt.generator import resolve_checkpoint
 
 
 def initial_generator(spec: str, teacher: WanBackbone) -> WanBackbone:
@@ -23,10 +23,10 @@ def initial_generator(spec: str, teacher: WanBackbone) -> WanBackbone:
     backbone = WanBackbone(copy.deepcopy(teacher.model))
     if spec == "teacher":
         return backbone
-    path = Path(spec)
-    checkpoint = path if (path / "meta.json").exists() else latest_checkpoint(path)
-    if checkpoint is None:
-        raise FileNotFoundError(f"adv.generator_init={spec}: no stage-1 checkpoint there")
+    try:
+        checkpoint = resolve_checkpoint(spec)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"adv.generator_init={spec}: {err}") from err
     load_model_from_checkpoint(checkpoint, "ema", backbone)
     return backbone
 

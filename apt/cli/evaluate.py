@@ -4,10 +4,10 @@
         --two-step apt --n 96 --out outputs/eval
 
 Prints a Markdown table (attribute accuracy read by the shipped evaluator, Frechet distance on its
-features against real held-out clips, sharpness ratio against them, seconds per clip) and writes
-table.md, metrics.json and grid.png (a few prompts, one row per model) to --out. The first rows are
-references: real held-out clips of the same prompts, and the same clips through the VAE (the best a
-latent generator can do). Deterministic for a seed.
+features against real held-out clips, sharpness and edge sharpness ratios against them, seconds per
+clip) and writes table.md, metrics.json and grid.png (a few prompts, one row per model) to --out.
+The first rows are references: real held-out clips of the same prompts, and the same clips through
+the VAE (the best a latent generator can do). Deterministic for a seed.
 """
 
 from __future__ import annotations
