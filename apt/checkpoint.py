@@ -1,9 +1,10 @@
 """Sharded training checkpoints with torch.distributed.checkpoint (DCP), written atomically.
 
-Layout:  <out_dir>/checkpoints/step_00000100/   DCP shards of models + optimisers
-                                              meta.json  step, data position, anything JSON-able
-                                              rng_rank{r}.pt  each rank's RNG states
-         <out_dir>/checkpoints/latest          name of the newest complete checkpoint
+Layout:  <root>/step_00000100/   DCP shards of models + optimisers
+                              meta.json  step, data position, anything JSON-able
+                              rng_rank{r}.pt  each rank's RNG states
+         <root>/latest          name of the newest complete checkpoint
+(<root> is a run's checkpoints/ folder: apt/run_folder.py.)
 A checkpoint directory only appears (by rename) once every rank has finished writing it, so a crash
 mid-save leaves the previous one intact.
 """
@@ -60,30 +61,30 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def _complete(path: Path) -> bool:
-    return (path / "meta.json").exists()  # written last, just before the rename
+def is_complete(path: str | Path) -> bool:
+    return (Path(path) / "meta.json").exists()  # written last, just before the rename
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
+def latest_complete(root: str | Path) -> Path | None:
     """The checkpoint named by `latest`; failing that (a crash while replacing it), the newest
-    complete step directory; None for a fresh run."""
-    root = Path(out_dir) / "checkpoints"
+    complete step directory; None when there is none."""
+    root = Path(root)
     pointer = root / "latest"
     if pointer.exists():
         path = root / pointer.read_text().strip()
-        if _complete(path):
+        if is_complete(path):
             return path
-    done = sorted(p for p in root.glob("step_*") if _complete(p))
+    done = sorted(p for p in root.glob("step_*") if is_complete(p))
     return done[-1] if done else None
 
 
 class CheckpointManager:
     """Collective: every rank constructs one and calls save/load together."""
 
-    def __init__(self, out_dir: str | Path, keep: int = 2, rank: int = 0, world_size: int = 1):
+    def __init__(self, root: str | Path, keep: int = 2, rank: int = 0, world_size: int = 1):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
-        self.root = Path(out_dir) / "checkpoints"
+        self.root = Path(root)
         self.keep, self.rank, self.world_size = keep, rank, world_size
 
     def _state(self, models: dict, optimizers: dict) -> dict:
@@ -115,7 +116,7 @@ class CheckpointManager:
         return final
 
     def _prune(self) -> None:
-        done = sorted(p for p in self.root.glob("step_*") if _complete(p))
+        done = sorted(p for p in self.root.glob("step_*") if is_complete(p))
         stale = list(self.root.glob(".tmp_step_*"))  # left by a crash mid-save
         for old in done[: -self.keep] + stale:
             shutil.rmtree(old, ignore_errors=True)
@@ -123,7 +124,7 @@ class CheckpointManager:
     def load(self, path: str | Path, models: dict, optimizers: dict) -> dict:
         """Restore models, optimisers and this rank's RNG in place; returns meta.json's content."""
         path = Path(path)
-        if not _complete(path):
+        if not is_complete(path):
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no meta.json)")
         meta = json.loads((path / "meta.json").read_text())
         # DCP reshards on load: a checkpoint of any world size loads into any sharding.

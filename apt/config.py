@@ -1,13 +1,20 @@
-"""Configs: dataclass schemas merged from YAML and key=value overrides (omegaconf).
+"""Configs: dataclass schemas merged from YAML, command-line flags and key=value overrides (omegaconf).
 
-Unknown keys, wrong types and impossible values fail at start-up with a message naming the key.
+One convention for every command: a structured schema holds every option with its default; `--config`
+names a YAML of the schema's keys; trailing `key=value` overrides (dotted for nested sections) win
+over it. Flat command schemas also get one `--flag` per field. Unknown keys, wrong types and
+impossible values fail at start-up with a message naming the key. This module imports no torch, so
+`--help` and argument errors come back at once.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -16,9 +23,19 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """A user error in a config, a flag or an override: reported as one line, exit status 2."""
 
 
+def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None, aliases: tuple = (),
+           default_factory: Any = dataclasses.MISSING, **extra):
+    """A dataclass field with its help text (and, for command schemas, its flag name)."""
+    meta = {"help": help, "flag": flag, "aliases": tuple(aliases), **extra}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# -- sections every training run has -----------------------------------------------------------------
 @dataclass
 class ParallelConfig:
     fsdp: bool = True  # FSDP2 fully_shard per block; a 1-process run uses a world-of-one group
@@ -40,8 +57,10 @@ class ParallelConfig:
 @dataclass
 class TrainConfig:
     steps: int = 100
-    micro_batch_size: int = 8  # per rank, per accumulation step
-    grad_accum: int = 1  # effective batch = micro_batch_size * grad_accum * world_size
+    micro_batch_size: int = 8  # per rank, per forward/backward
+    # samples per optimiser update over all ranks; gradient accumulation makes up the difference:
+    # grad_accum = global_batch_size / (micro_batch_size x ranks). 0 = micro_batch_size x ranks.
+    global_batch_size: int = 0
     seed: int = 0
     log_every: int = 1
     checkpoint_every: int = 100
@@ -49,23 +68,36 @@ class TrainConfig:
     keep_checkpoints: int = 2
     out_dir: str = "runs/default"
     resume: str = "auto"  # "auto": latest checkpoint in out_dir if any; "never"; or a checkpoint path
+    tensorboard: bool = True  # also log to <out_dir>/tensorboard when the tensorboard package is installed
+    peak_tflops: float = 0.0  # per-device peak for the logged MFU; 0 = known GPUs' bf16 peak, none on CPU
 
     def validate(self):
-        for key in ("steps", "micro_batch_size", "grad_accum", "log_every", "checkpoint_every", "keep_checkpoints"):
+        for key in ("steps", "micro_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        if self.sample_every < 0:
-            raise ConfigError(f"train.sample_every must be >= 0, got {self.sample_every}")
+        for key in ("sample_every", "global_batch_size", "peak_tflops"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+
+    def grad_accum(self, world_size: int) -> int:
+        """Micro-batches per update on each rank, from the global batch size."""
+        per_pass = self.micro_batch_size * world_size
+        if not self.global_batch_size:
+            return 1
+        if self.global_batch_size % per_pass:
+            raise ConfigError(f"train.global_batch_size={self.global_batch_size} is not a multiple of "
+                              f"train.micro_batch_size x ranks = {self.micro_batch_size} x {world_size}")
+        return self.global_batch_size // per_pass
 
 
 @dataclass
 class ModelConfig:
-    path: str = "toy"  # "toy" = the shipped toy teacher folder, else a diffusers-layout Wan folder
+    path: str = "toy"  # a diffusers-layout Wan folder, or the name of a shipped one ("toy")
 
 
 @dataclass
 class DataConfig:
-    source: str = "toy"  # "toy": the toy world, encoded once and cached; "shards": scripts/preprocess.py output
+    source: str = "toy"  # "toy": the toy world, encoded once and cached; "shards": apt-preprocess output
     path: str = ""  # shards: the shard-set folder (holds index.json)
     frames: int = 9  # clip length in pixel frames (1 = images); shards: must match the set's index
     height: int = 0  # shards: clip size the set must have; 0 = take the index's (the toy world is 32x32)
@@ -79,7 +111,7 @@ class DataConfig:
         if self.source not in ("toy", "shards"):
             raise ConfigError(f"data.source must be 'toy' or 'shards', got {self.source!r}")
         if self.source == "shards" and not self.path:
-            raise ConfigError("data.path: give the shard folder written by scripts/preprocess.py")
+            raise ConfigError("data.path: give the shard folder written by apt-preprocess")
         if self.frames < 1:
             raise ConfigError(f"data.frames must be >= 1, got {self.frames}")
         for key in ("height", "width", "fps"):
@@ -90,7 +122,9 @@ class DataConfig:
 
 
 @dataclass
-class SamplingConfig:
+class PreviewConfig:
+    """Sample videos written during training, at fixed prompts and seeds."""
+
     prompts: list[str] = field(default_factory=lambda: [
         "a red seven moving up and to the left",
         "a blue two moving right",
@@ -110,7 +144,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    preview: PreviewConfig = field(default_factory=PreviewConfig)
 
     def validate(self):
         for f in fields(self):
@@ -119,8 +153,10 @@ class RunConfig:
                 part.validate()
 
 
-def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Defaults of `schema` <- YAML <- `key=value` overrides, then `validate()` if the schema has one."""
+# -- loading -----------------------------------------------------------------------------------------
+def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides: list[str] | None = None,
+                updates: dict | None = None) -> T:
+    """Defaults of `schema` <- YAML <- `updates` (flag values) <- `key=value` overrides, then `validate()`."""
     cfg = OmegaConf.structured(schema)
     if yaml_path is not None:
         path = Path(yaml_path)
@@ -133,6 +169,8 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: the top level must be a mapping of config keys")
         cfg = _merge(cfg, loaded, where=str(path))
+    for key, value in (updates or {}).items():
+        cfg = _merge(cfg, OmegaConf.create({key: value}), where=key)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"overrides must look like key=value, got {item!r}")
@@ -161,14 +199,58 @@ def _config_error(err: OmegaConfBaseException, where: str) -> ConfigError:
 
 
 def dump_config(cfg, path: str | Path) -> None:
-    Path(path).write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    """Write the resolved config as YAML, atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    tmp.replace(path)
 
 
-def config_arg_parser(doc: str):
-    """`--config YAML` plus trailing key=value overrides: the command line of every training entry."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, help="YAML config, e.g. configs/toy/distill.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=50")
+# -- command lines -----------------------------------------------------------------------------------
+def command_parser(schema: type, description: str, flags: bool = True, prog: str | None = None
+                   ) -> argparse.ArgumentParser:
+    """`--config YAML`, trailing `key=value` overrides, and (flags=True, flat schemas) a `--flag` per field."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, metavar="YAML",
+                        help=f"YAML of {schema.__name__} keys; flags and key=value overrides win over it")
+    if flags:
+        hints = typing.get_type_hints(schema)
+        for f in fields(schema):
+            _add_flag(parser, f, hints[f.name])
+    example = "seed=3" if flags else "train.steps=50"
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help=f"overrides of config keys (dotted for sections), e.g. {example}")
     return parser
+
+
+def _add_flag(parser: argparse.ArgumentParser, f: dataclasses.Field, hint) -> None:
+    meta = f.metadata
+    name = meta.get("flag") or "--" + f.name.replace("_", "-")
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    text = meta.get("help", "")
+    shown = "" if default in ("", None, [], dataclasses.MISSING) else f" (default: {default})"
+    kwargs: dict = {"dest": f.name, "default": None, "help": f"{text}{shown}".strip() or None}
+    origin = typing.get_origin(hint)
+    if hint is bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif origin is list and meta.get("many"):  # --flag a b c (values up to the next flag)
+        kwargs.update(action="extend", nargs="+", type=typing.get_args(hint)[0], metavar="KEY=VALUE")
+    elif origin is list:  # --flag a --flag b
+        kwargs.update(action="append", type=typing.get_args(hint)[0], metavar=f.name.rstrip("s").upper())
+    else:
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint) if origin else hint
+        kwargs.update(type=base, metavar=f.name.upper())
+        if meta.get("choices"):
+            kwargs["choices"] = meta["choices"]
+    parser.add_argument(name, *meta.get("aliases", ()), **kwargs)
+
+
+def parse_command(schema: type[T], argv, description: str, flags: bool = True, prog: str | None = None) -> T:
+    """The command line of any entry point -> a validated `schema` instance (ConfigError on bad values)."""
+    parser = command_parser(schema, description, flags, prog)
+    args = parser.parse_intermixed_args(argv)
+    updates = {}
+    if flags:
+        updates = {f.name: getattr(args, f.name) for f in fields(schema) if getattr(args, f.name) is not None}
+    return load_config(schema, args.config, args.overrides, updates)

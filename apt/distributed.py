@@ -74,14 +74,6 @@ def shutdown_distributed() -> None:
         _store_file = None
 
 
-def exit_cleanly(code: int = 0) -> None:
-    """Skip interpreter teardown: gloo runs with DCP + full-state gathers abort at exit ~15% of
-    the time after destroy_process_group (MACHINE-NOTES); os._exit stopped it in 32 of 32 runs."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 def fsdp_kwargs(cfg: ParallelConfig) -> dict:
     """fully_shard keyword arguments: precision (bf16 compute, fp32 reduction) and resharding."""
     kwargs = {"reshard_after_forward": bool(cfg.reshard_after_forward)}
@@ -110,7 +102,8 @@ def parallelize_backbone(backbone, cfg: ParallelConfig) -> None:
     register_fsdp_forward_method(backbone, "features")
 
 
-def _local(t: torch.Tensor) -> torch.Tensor:
+def local_tensor(t: torch.Tensor) -> torch.Tensor:
+    """This rank's shard of a DTensor parameter; a plain tensor as is."""
     return t.to_local() if hasattr(t, "to_local") else t
 
 
@@ -121,20 +114,15 @@ def reshard(module: torch.nn.Module) -> None:
             m.reshard()
 
 
-@torch.no_grad()
-def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    """ema <- decay * ema + (1 - decay) * model. Works on plain modules and on FSDP2 modules sharded
-    the same way: each rank lerps only its local shards, so no communication is needed."""
-    # A root run under no_grad keeps its params unsharded (full tensors); lerp would then mix a full
-    # tensor with a shard, so put both back to their sharded form first.
-    reshard(ema)
-    reshard(model)
-    e_named, m_named = list(ema.named_parameters()), list(model.named_parameters())
-    if [n for n, _ in e_named] != [n for n, _ in m_named]:
-        raise ValueError("EMA and model have different parameter lists")
-    e = [_local(p) for _, p in e_named]
-    m = [_local(p).to(t.dtype) for (_, p), t in zip(m_named, e)]
-    torch._foreach_lerp_(e, m, 1.0 - decay)
+def grad_norm(parameters, max_norm: float = 0.0) -> float:
+    """Total L2 norm of the parameters' gradients (sharded DTensors included); with max_norm > 0 the
+    gradients are also clipped to it. The one grad-norm helper of every stage."""
+    params = [p for p in parameters if p.grad is not None]
+    if max_norm > 0:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
 
 
 def all_reduce_mean(value, device=None):

@@ -1,7 +1,7 @@
 """Per-GPU memory and FLOPs of a training step at scale, by arithmetic over the real model configs.
 
 Parameter counts come from the diffusers model built on the meta device (no weights); the
-discriminator heads are built there too. Memory follows what the code does (apt/adversarial.py,
+discriminator heads are built there too. Memory follows what the code does (apt/adversarial/stage.py,
 distill/stage.py, apt/distributed.py): FSDP2 shards fp32 master weights, fp32 gradients, optimiser
 states and the EMA over all GPUs; compute runs in bf16 (MixedPrecisionPolicy); every block is
 activation-checkpointed, so a forward keeps each block's input and the backward recomputes one
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
+# torch and diffusers are imported where the models are built: the CLI reads its flags first.
 WAN_COMMON = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
                   freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                   rope_max_seq_len=1024)
@@ -49,6 +48,7 @@ class Setup:
 
 def build_on_meta(model_cfg: dict):
     """The diffusers WanTransformer3DModel of this config, on the meta device (shapes only)."""
+    import torch
     from diffusers import WanTransformer3DModel
 
     with torch.device("meta"):
@@ -60,6 +60,8 @@ def _numel(module) -> int:
 
 
 def param_counts(model_cfg: dict, taps=None, head_mlp_ratio: float = 4.0) -> dict:
+    import torch
+
     from apt.backbone import default_taps
     from discriminator.heads import LogitHead, TokenHead
 
@@ -151,21 +153,36 @@ def forward_flops(n: int, m: dict, depth: int, text: int = WAN_TEXT_TOKENS, head
     return depth * block + embed + out
 
 
-def step_flops(s: Setup, counts: dict) -> dict:
-    _, n = latent_tokens(s)
-    m, text = s.model, s.text_tokens
-    fg = forward_flops(n, m, counts["blocks"], text)
-    fd = forward_flops(n, m, counts["taps"][-1], text, "tokens", len(counts["taps"]), s.head_mlp_ratio)
-    rc = 1 if s.activation_checkpointing else 0  # one extra forward to recompute checkpointed blocks
-    if s.stage == "apt":
+def per_sample_flops(stage: str, model: dict, tokens: int, text_tokens: int, depth: int, taps: tuple[int, ...],
+                     head_mlp_ratio: float = 4.0, activation_checkpointing: bool = True) -> dict:
+    """FLOPs of one training sample of a stage (also what the harness divides by time for MFU)."""
+    fg = forward_flops(tokens, model, depth, text_tokens)
+    fd = forward_flops(tokens, model, taps[-1], text_tokens, "tokens", len(taps), head_mlp_ratio)
+    rc = 1 if activation_checkpointing else 0  # one extra forward to recompute checkpointed blocks
+    if stage == "apt":
         # D step: G forward (no grad) + 3 D passes forward/backward; G step: G forward/backward and D
         # forward + backward to its input only (D's weights are frozen in the G step: no weight gradients)
         per_sample = fg + 3 * fd * (3 + rc) + fg * (3 + rc) + fd * (2 + rc)
-    else:
+    elif stage == "distill":
         # CFG teacher (2 forwards), target forward, student forward/backward
         per_sample = 2 * fg + fg + fg * (3 + rc)
+    else:
+        raise ValueError(f"stage must be 'apt' or 'distill', got {stage!r}")
+    return {"g_forward": fg, "d_forward": fd, "per_sample": per_sample}
+
+
+def step_flops(s: Setup, counts: dict) -> dict:
+    _, n = latent_tokens(s)
+    out = per_sample_flops(s.stage, s.model, n, s.text_tokens, counts["blocks"], counts["taps"], s.head_mlp_ratio,
+                           s.activation_checkpointing)
     batch = s.batch or s.micro_batch * s.gpus
-    return {"g_forward": fg, "d_forward": fd, "per_sample": per_sample, "per_step": per_sample * batch}
+    return out | {"per_step": out["per_sample"] * batch}
+
+
+def tokens_of(latent_shape: tuple[int, ...], patch_size: tuple[int, int, int]) -> int:
+    """Tokens after patchify of a (C, T, h, w) latent."""
+    _, t, h, w = latent_shape
+    return (t // patch_size[0]) * (h // patch_size[1]) * (w // patch_size[2])
 
 
 # -- the whole picture ---------------------------------------------------------------------------------
@@ -221,47 +238,3 @@ def format_table(r: dict, mfu: float = 0.4, name: str = "") -> str:
               f"  at {mfu:.0%} MFU of H100 bf16 ({H100_BF16_FLOPS / 1e12:.0f} TFLOP/s): "
               f"{f['per_step'] / (s.gpus * H100_BF16_FLOPS * mfu):.1f} s/step"]
     return "\n".join(lines)
-
-
-def main(argv=None) -> dict:
-    import argparse
-    import json
-
-    ap = argparse.ArgumentParser(description="Per-GPU memory and FLOPs of a training step, from the real Wan "
-                                             "configs built on the meta device.")
-    ap.add_argument("--model", default="wan2.1-1.3b", choices=sorted(WAN_MODELS))
-    ap.add_argument("--stage", default="apt", choices=["apt", "distill"])
-    ap.add_argument("--gpus", type=int, default=64)
-    ap.add_argument("--micro-batch", type=int, default=1, help="per GPU per accumulation step")
-    ap.add_argument("--batch", type=int, default=0, help="global batch per update (default: micro-batch x GPUs)")
-    ap.add_argument("--frames", type=int, default=49)
-    ap.add_argument("--height", type=int, default=720)
-    ap.add_argument("--width", type=int, default=1280)
-    ap.add_argument("--taps", default="", help="comma-separated 1-based D taps (default: 4/9, 13/18, 1 of depth)")
-    ap.add_argument("--fp32", action="store_true", help="fp32 compute instead of bf16")
-    ap.add_argument("--no-activation-checkpointing", action="store_true")
-    ap.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation for the time estimate")
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--check", action="store_true", help="also compare the arithmetic with a measured tiny CPU run")
-    a = ap.parse_args(argv)
-    setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
-                  frames=a.frames, height=a.height, width=a.width, compute_bytes=4 if a.fp32 else 2,
-                  taps=tuple(int(x) for x in a.taps.split(",")) if a.taps else None,
-                  activation_checkpointing=not a.no_activation_checkpointing)
-    r = estimate(setup)
-    if a.json:
-        out = {"model": a.model, "stage": a.stage, "gpus": a.gpus, "micro_batch": a.micro_batch, "batch": r["batch"],
-               "grad_accum": r["grad_accum"], "latent": r["latent"], "tokens": r["tokens"],
-               "params": {k: v for k, v in r["counts"].items() if k != "taps"}, "taps": list(r["counts"]["taps"]),
-               "memory_bytes": r["memory"], "total_bytes": r["total_bytes"], "activations_bytes": r["activations"],
-               "flops": r["flops"]}
-        print(json.dumps(out, indent=1))
-    else:
-        print(format_table(r, a.mfu, a.model))
-    if a.check:
-        from apt.estimate_check import compare
-
-        print("\ntiny CPU run (fp32, 6 blocks, 192 tokens): measured vs estimated")
-        for name, got, want, ratio in compare():
-            print(f"  {name:<16} {got:>14,.0f} {want:>14,.0f}  x{ratio:.3f}")
-    return r

@@ -51,7 +51,8 @@ class SavedBytes:
 def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> dict:
     from diffusers import WanTransformer3DModel
 
-    from apt import flow, losses
+    from apt import flow
+    from apt.adversarial import losses
     from apt.backbone import WanBackbone
     from apt.generator import OneStepGenerator
     from discriminator.model import Discriminator

@@ -5,7 +5,7 @@
          scheduler/        FlowMatchEulerDiscreteScheduler, shift 1: with num_inference_steps=1 WanPipeline
                            calls the transformer at timestep 1000 and steps sigma 1 -> 0, i.e. x0 = z - v(z, 1)
          model_index.json  WanPipeline
-         seaweed_apt.json  where it came from and how to call it
+         seaweed_apt.json  kind "one-step", native sample size, where it came from and how to call it
 The folder is written under a temporary name and renamed, so a crash never leaves half an export.
 """
 
@@ -17,11 +17,9 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-import torch
-
-from apt.pipeline import default_size
-
-MANIFEST = "seaweed_apt.json"
+# Heavy imports (torch, diffusers) stay inside the functions: the export command parses its
+# arguments, and rejects bad ones, before loading them.
+from apt.model_folder import MANIFEST, native_sample, read_manifest  # light: no torch
 COPIED_PARTS = ("vae", "text_encoder", "tokenizer")
 # Largest |latent| difference the bf16 export may show against the float32 checkpoint on the verify
 # probe (normalised latents, |x| ~ 1-4); bf16 keeps 8 bits of mantissa, so ~1e-2 relative per layer.
@@ -33,11 +31,6 @@ def one_step_scheduler():
 
     # shift 1 and no dynamic shifting: set_timesteps(1) gives timesteps [1000], sigmas [1, 0]
     return FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=False)
-
-
-def read_manifest(folder: str | Path) -> dict | None:
-    path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _model_index(teacher_dir: Path) -> dict:
@@ -58,19 +51,20 @@ def _model_index(teacher_dir: Path) -> dict:
 def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | Path | None = None,
                       weights: str = "ema", dtype: str = "bf16", overwrite: bool = False) -> Path:
     """Write the export folder `out`; returns it. `model_dir` defaults to the run's teacher folder."""
-    from apt.generator import load_generator_from_checkpoint, resolve_checkpoint, run_model_dir
-    from apt.loading import check_layout, parse_dtype, resolve_model_dir
+    from apt.loading import parse_dtype
+    from apt.model_folder import check_layout, resolve_model_dir
+    from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint
 
     torch_dtype = parse_dtype(dtype)
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     step_dir = resolve_checkpoint(checkpoint)
-    teacher = resolve_model_dir(model_dir) if model_dir is not None else run_model_dir(step_dir)
+    teacher = resolve_model_dir(model_dir) if model_dir is not None else model_dir_of(step_dir)
     if teacher is None:
         raise ValueError(f"no teacher folder recorded for {step_dir} (no run config.yaml): give --model")
     teacher = check_layout(teacher)
-    generator = load_generator_from_checkpoint(step_dir, teacher, weights)
+    generator = load_generator(step_dir, teacher, weights)
     text_tokens = _text_tokens(teacher)
     meta = json.loads((step_dir / "meta.json").read_text())
 
@@ -83,8 +77,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
             shutil.copytree(teacher / part, tmp / part)
         one_step_scheduler().save_pretrained(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(_model_index(teacher), indent=2))
-        size = default_size(teacher)
+        size = native_sample(teacher)
         manifest = {
+            "kind": "one-step",
             "format": "seaweed-apt one-step generator (diffusers WanPipeline layout)",
             "source_checkpoint": str(step_dir.resolve()), "step": meta.get("step"), "weights": weights,
             "dtype": dtype, "teacher": str(teacher.resolve()),
@@ -117,7 +112,6 @@ def _text_tokens(teacher: Path) -> int:
     return text_context_length(AutoTokenizer.from_pretrained(teacher / "tokenizer"))
 
 
-@torch.no_grad()
 def verify_export(folder: str | Path, checkpoint: str | Path | None = None, model_dir: str | Path | None = None,
                   seed: int = 0, device: str = "cpu", bf16_tolerance: float = BF16_TOLERANCE) -> dict:
     """Reload the export with apt.loading and compare its one-step latents with the checkpoint's generator
@@ -128,9 +122,12 @@ def verify_export(folder: str | Path, checkpoint: str | Path | None = None, mode
     at most bf16_tolerance. Runs on a small latent probe (2 latent frames, 4x4 tokens) so that it is
     cheap for a 14B model too.
     """
-    from apt.generator import OneStepGenerator, load_generator_from_checkpoint
+    import torch
+
+    from apt.generator import OneStepGenerator
     from apt.loading import load_components, parse_dtype
     from apt.pipeline import initial_noise
+    from apt.run_folder import load_generator
 
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -140,8 +137,8 @@ def verify_export(folder: str | Path, checkpoint: str | Path | None = None, mode
     exported = load_components(folder, parts=("transformer",), dtype=dtype).transformer
     text = load_components(folder, parts=("text_encoder", "tokenizer")).text.encode(
         ["a red seven moving up and to the left", "a blue two moving right"])
-    reference = load_generator_from_checkpoint(checkpoint or manifest["source_checkpoint"],
-                                               model_dir or manifest["teacher"], manifest["weights"])
+    reference = load_generator(checkpoint or manifest["source_checkpoint"],
+                               model_dir or manifest["teacher"], manifest["weights"])
     p_t, p_h, p_w = exported.patch_size
     shape = (exported.config.in_channels, 2 * p_t, 4 * p_h, 4 * p_w)
     z = initial_noise(shape, [seed, seed + 1], device)

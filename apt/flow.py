@@ -1,4 +1,4 @@
-"""Rectified-flow math (PAPER.md conventions), nothing else.
+"""Rectified-flow math (the Seaweed-APT paper's conventions), nothing else.
 
     x_t = (1 - t) * x0 + t * eps,   t in [0, 1],   v = eps - x0
     x0 = x_t - t * v,   eps = x_t + (1 - t) * v

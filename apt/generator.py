@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
-
 
 from apt import flow
 
@@ -47,56 +44,3 @@ class OneStepGenerator(torch.nn.Module):
             x_t = flow.add_noise(x0, renoise.to(z), t)
             x0 = flow.x0_from_v(x_t, self._velocity(x_t, t, text), t)
         return x0
-
-
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """A step directory as given, or a run directory's latest complete checkpoint."""
-    from apt.checkpoint import latest_checkpoint
-
-    path = Path(checkpoint).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if (path / "meta.json").exists():
-        return path
-    found = latest_checkpoint(path)
-    if found is None:
-        raise FileNotFoundError(f"no complete checkpoint in {path} (expected a step directory with meta.json, "
-                                f"or a run directory with checkpoints/step_*/)")
-    return found
-
-
-def run_model_dir(step_dir: str | Path) -> Path | None:
-    """The teacher folder a run started from (its config.yaml's model.path), if recorded."""
-    from omegaconf import OmegaConf
-
-    from apt.loading import resolve_model_dir
-
-    config = Path(step_dir).parent.parent / "config.yaml"  # <run>/checkpoints/step_*/
-    if not config.exists():
-        return None
-    path = OmegaConf.select(OmegaConf.load(config), "model.path")
-    return resolve_model_dir(path) if path else None
-
-
-def load_generator_from_checkpoint(checkpoint: str | Path, model_dir: str | Path | None = None,
-                                   name: str = "ema") -> OneStepGenerator:
-    """A stage-1/2 training checkpoint's generator (EMA by default) as a plain, unsharded float32 module.
-
-    `checkpoint` is a step directory or a run directory (its latest checkpoint is taken); the
-    architecture comes from the teacher folder the run started from (`model_dir`, by default the
-    run's config.yaml model.path).
-    """
-    from apt.backbone import WanBackbone
-    from apt.checkpoint import checkpoint_model_names, load_model_from_checkpoint
-
-    path = resolve_checkpoint(checkpoint)
-    names = checkpoint_model_names(path)
-    if name not in names:
-        raise ValueError(f"checkpoint {path} holds no model {name!r}; it holds {', '.join(sorted(names))}")
-    if model_dir is None:
-        model_dir = run_model_dir(path)
-        if model_dir is None:
-            raise ValueError(f"no teacher folder recorded for {path} (no run config.yaml): give the model folder")
-    backbone = WanBackbone.from_pretrained(model_dir)
-    load_model_from_checkpoint(path, name, backbone)
-    return OneStepGenerator(backbone.eval().requires_grad_(False))

@@ -1,4 +1,4 @@
-"""The one training harness of both stages: data order, resume, logging, checkpoints, samples.
+"""The one training harness of both stages: data order, resume, logging, checkpoints, previews.
 
 A stage supplies only its models, optimisers and one step (see `Stage`); everything that must be
 the same in every stage (what is checkpointed, in which order data arrives, what is logged) is here.
@@ -7,6 +7,7 @@ the same in every stage (what is checkpointed, in which order data arrives, what
 from __future__ import annotations
 
 import random
+import resource
 import time
 from pathlib import Path
 from typing import Callable, Protocol
@@ -16,10 +17,17 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from apt.checkpoint import CheckpointManager, latest_checkpoint
+from apt.checkpoint import CheckpointManager
 from apt.config import TrainConfig
+from apt.data.stream import DataStream
 from apt.distributed import DistInfo, all_reduce_mean
-from apt.run_log import RunLog
+from apt.run_folder import checkpoints_dir, latest_checkpoint, samples_dir
+from apt.run_log import RunLog, setup_logging
+
+# Dense bf16 peak per GPU, for the logged model FLOP utilisation (train.peak_tflops overrides).
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "B200": 2250.0, "A100": 312.0,
+               "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
+PREVIEW_GIF = "preview.gif"  # what a stage's sample() writes for TensorBoard's video view
 
 
 class Stage(Protocol):
@@ -32,53 +40,44 @@ class Stage(Protocol):
         """Each optimiser with the module whose parameters it steps."""
 
     def train_step(self, next_batch: Callable[[], dict], step: int) -> dict[str, float]:
-        """Pull grad_accum micro-batches with next_batch(), backward, step the optimiser(s);
-        return local scalar metrics (the harness averages them over ranks for the log)."""
+        """Pull cfg.train.grad_accum(world) micro-batches with next_batch(), backward, step the
+        optimiser(s); return local scalar metrics (the harness averages them over ranks for the log)."""
 
     def sample(self, step: int, out_dir: Path) -> None:
         """Called on every rank (a sharded forward is collective); rank 0 writes the files."""
 
-
-def collate(items: list[dict]) -> dict:
-    return {k: torch.stack([it[k] for it in items]) if torch.is_tensor(items[0][k]) else [it[k] for it in items]
-            for k in items[0]}
+    def flops_per_sample(self, latent_shape: tuple[int, ...], text_tokens: int) -> float:
+        """Model FLOPs one training sample costs (apt/estimate.py), for the logged utilisation."""
 
 
-class DataStream:
-    """Deterministic, resumable data order: a fresh permutation per epoch, seeded by (seed, epoch).
+def device_peak_flops(device: torch.device, configured_tflops: float = 0.0) -> float | None:
+    """Peak FLOP/s of one device: the configured value, a known GPU's bf16 peak, else None (CPUs)."""
+    if configured_tflops:
+        return configured_tflops * 1e12
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # "GH200" before "H200"
+            if key in name:
+                return PEAK_TFLOPS[key] * 1e12
+    return None
 
-    `position` counts global samples consumed; each micro-batch advances it by mb * world_size and
-    rank r takes slots [position + r*mb, position + (r+1)*mb). Resuming = restoring `position`.
-    """
 
-    def __init__(self, dataset, micro_batch_size: int, rank: int, world_size: int, seed: int, position: int = 0):
-        if len(dataset) < micro_batch_size * world_size:
-            raise ValueError(f"dataset has {len(dataset)} items, fewer than one global micro-batch "
-                             f"({micro_batch_size} x {world_size} ranks)")
-        self.dataset, self.mb, self.rank, self.world, self.seed = dataset, micro_batch_size, rank, world_size, seed
-        self.position = position
-        self._perm_epoch, self._perm = None, None
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if self._perm_epoch != epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm, self._perm_epoch = torch.randperm(len(self.dataset), generator=g), epoch
-        return self._perm
-
-    def next_batch(self) -> dict:
-        n, items = len(self.dataset), []
-        start = self.position + self.rank * self.mb
-        for k in range(start, start + self.mb):
-            items.append(self.dataset[int(self._permutation(k // n)[k % n])])
-        self.position += self.mb * self.world
-        return collate(items)
+def peak_memory_gb(device: torch.device) -> float:
+    """Peak memory since the last call: allocated CUDA memory, or the process's peak RSS on CPU."""
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+        return round(peak, 3)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB on Linux
 
 
 class Harness:
     def __init__(self, cfg: TrainConfig, dist: DistInfo, dataset, stage: Stage):
         self.cfg, self.dist, self.dataset, self.stage = cfg, dist, dataset, stage
         self.out_dir = Path(cfg.out_dir)
-        self.ckpt = CheckpointManager(self.out_dir, cfg.keep_checkpoints, dist.rank, dist.world_size)
+        self.ckpt = CheckpointManager(checkpoints_dir(self.out_dir), cfg.keep_checkpoints, dist.rank,
+                                      dist.world_size)
+        self.global_batch = cfg.micro_batch_size * cfg.grad_accum(dist.world_size) * dist.world_size
 
     def _resume_path(self) -> Path | None:
         if self.cfg.resume == "never":
@@ -109,14 +108,35 @@ class Harness:
         return self.ckpt.save(step, self.stage.modules(), self.stage.optimizers(),
                               {"data_position": data.position, "stage": self.stage.name})
 
+    def _flops_per_step(self) -> float | None:
+        """Model FLOPs of one update over all ranks, if the stage can count them."""
+        counter = getattr(self.stage, "flops_per_sample", None)
+        if counter is None:
+            return None
+        item = self.dataset[0]
+        return counter(tuple(item["latent"].shape), int(item["text"].shape[0])) * self.global_batch
+
+    def _throughput(self, seconds_per_step: float, flops_per_step: float | None, peak: float | None) -> dict:
+        out = {"peak_memory_gb": peak_memory_gb(self.dist.device)}
+        if flops_per_step and seconds_per_step > 0:
+            per_device = flops_per_step / seconds_per_step / self.dist.world_size
+            out["tflops_per_device"] = float(f"{per_device / 1e12:.4g}")  # 4 significant digits, any scale
+            if peak:
+                out["mfu"] = float(f"{per_device / peak:.4g}")
+        return out
+
     def run(self) -> dict:
         """Train to cfg.steps (resuming per cfg.resume); returns {step, metrics, out_dir}."""
         cfg, rank, name = self.cfg, self.dist.rank, self.stage.name
+        setup_logging(rank)
         step, position, resumed_from = self._resume()
         data = DataStream(self.dataset, cfg.micro_batch_size, rank, self.dist.world_size, cfg.seed, position)
-        log = RunLog(self.out_dir, rank, resume_step=step if resumed_from is not None else None)
+        log = RunLog(self.out_dir, rank, resume_step=step if resumed_from is not None else None,
+                     tensorboard=cfg.tensorboard)
         if resumed_from is not None:
             log.message(f"[{name}] resumed from {resumed_from} at step {step}")
+        flops_per_step = self._flops_per_step()
+        peak = device_peak_flops(self.dist.device, cfg.peak_tflops)
         # gloo reduces CPU tensors; NCCL needs them on this rank's GPU
         reduce_device = self.dist.device if self.dist.backend == "nccl" else None
         bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=rank != 0, dynamic_ncols=True)
@@ -131,8 +151,9 @@ class Harness:
                     # collective: every rank reaches this line at the same steps
                     last = all_reduce_mean(metrics, device=reduce_device)
                     now = time.perf_counter()
-                    last.update(step=step, seconds_per_step=round((now - window_start) / window_steps, 4),
-                                samples_seen=data.position)
+                    seconds = (now - window_start) / window_steps
+                    last.update(step=step, seconds_per_step=round(seconds, 4), samples_seen=data.position,
+                                **self._throughput(seconds, flops_per_step, peak))
                     window_start, window_steps = now, 0
                     log.write(last)
                     bar.set_postfix({k: f"{v:.4g}" for k, v in last.items()
@@ -143,6 +164,9 @@ class Harness:
                     self.save(step, data)
                 if step == cfg.steps or (cfg.sample_every and step % cfg.sample_every == 0):
                     self.stage.sample(step, self.out_dir)
+                    gif = samples_dir(self.out_dir, step) / PREVIEW_GIF
+                    if gif.exists():
+                        log.video("preview", gif, step)
                 window_start += time.perf_counter() - pause  # seconds_per_step counts training only
         except BaseException as err:  # KeyboardInterrupt included: record why the run ended, re-raise
             what = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
@@ -152,4 +176,5 @@ class Harness:
             raise
         finally:
             bar.close()
+            log.close()
         return {"step": step, "metrics": last, "out_dir": str(self.out_dir)}

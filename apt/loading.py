@@ -1,4 +1,4 @@
-"""Load a diffusers-layout model folder (transformer/, vae/, text_encoder/, tokenizer/).
+"""Load the components of a diffusers-layout model folder (apt/model_folder.py) into our wrappers.
 
 The same code loads the shipped toy teacher and a user's Wan2.1-T2V-1.3B-Diffusers folder.
 """
@@ -11,10 +11,10 @@ from pathlib import Path
 import torch
 
 from apt.backbone import WanBackbone
+from apt.model_folder import PARTS, check_layout
 from apt.text import TextEncoder
 from apt.vae import VideoVAE
 
-PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
 DEFAULT_MAX_TEXT_TOKENS = 512  # Wan's umT5 context
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -36,19 +36,6 @@ class Components:
             if part is not None:
                 part.to(device)
         return self
-
-
-def check_layout(model_dir: str | Path, parts=PARTS) -> Path:
-    model_dir = Path(model_dir).expanduser()
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model folder {model_dir} does not exist")
-    missing = [p for p in parts if not (model_dir / p).is_dir()]
-    if missing:
-        raise FileNotFoundError(
-            f"{model_dir} is not a diffusers-layout folder: missing {', '.join(f'{m}/' for m in missing)} "
-            f"(expected {', '.join(f'{p}/' for p in PARTS)})"
-        )
-    return model_dir
 
 
 def text_context_length(tokenizer) -> int:
@@ -77,12 +64,3 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
         encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=dtype)
         out.text = TextEncoder(tokenizer, encoder.eval().requires_grad_(False), text_context_length(tokenizer))
     return out
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """'toy' names the shipped toy teacher; anything else is a folder path."""
-    if str(path) == "toy":
-        from apt.toy.components import TOY_MODEL_DIR
-
-        return TOY_MODEL_DIR
-    return Path(path).expanduser()

@@ -13,22 +13,8 @@ from apt.generator import OneStepGenerator
 from apt.loading import Components
 
 
-# Native sample size per kind of model (fps and the upscale of written files included).
-TOY_SIZE = dict(height=32, width=32, frames=9, fps=8, upscale=4)
-REAL_SIZE = dict(height=720, width=1280, frames=49, fps=24, upscale=1)  # 2 s of 1280x720 at 24 fps
-
-
-def default_size(model_dir) -> dict:
-    """The shipped toy teacher samples 32x32x9; every other (real) model 1280x720x49 at 24 fps."""
-    from pathlib import Path
-
-    from apt.toy.components import TOY_MODEL_DIR
-
-    return dict(TOY_SIZE if Path(model_dir).resolve() == TOY_MODEL_DIR.resolve() else REAL_SIZE)
-
-
 @dataclass
-class SampleConfig:
+class SamplingParams:
     height: int = 32
     width: int = 32
     frames: int = 9
@@ -99,7 +85,7 @@ class Sampler:
         self.c, self.device, self.dtype = components, torch.device(device), dtype
         self.generator = OneStepGenerator(components.transformer) if one_step else None
 
-    def latent_shape(self, cfg: SampleConfig) -> tuple[int, int, int, int]:
+    def latent_shape(self, cfg: SamplingParams) -> tuple[int, int, int, int]:
         shape = self.c.vae.latent_shape(cfg.frames, cfg.height, cfg.width)
         p_t, p_h, p_w = self.c.transformer.patch_size
         if shape[2] % p_h or shape[3] % p_w:
@@ -111,7 +97,7 @@ class Sampler:
         return self.c.transformer(x_t.to(self.dtype), t, text.to(self.dtype)).float()
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], cfg: SampleConfig, timer: PhaseTimer | None = None,
+    def generate(self, prompts: list[str], cfg: SamplingParams, timer: PhaseTimer | None = None,
                  decode: bool = True, batch_size: int | None = None) -> torch.Tensor:
         """Videos (B, 3, F, H, W) in [-1, 1] (or latents if decode=False); sample i uses seed cfg.seed + i,
         whatever the batching (batch_size bounds how many run at once)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apt.run_log import read_metrics
+from apt.run_folder import read_metrics
 
 # What each stage logs: CD runs 'loss'; APT runs the adversarial quantities.
 CURVES = ("loss", "d_loss", "g_loss", "d_real", "d_fake", "d_accuracy", "aR1")

@@ -74,3 +74,22 @@ def frame_grid(rows: list[torch.Tensor], labels: list[str] | None = None, upscal
         if labels:
             draw.text((4, y + h // 2 - 6), labels[r], fill=(235, 235, 235))
     return grid
+
+
+def tiled_gif(videos: list[torch.Tensor], upscale: int = 1, fps: int = 8, gap: int = 2) -> bytes:
+    """Clips side by side, playing together, as one looping animated GIF (TensorBoard plays GIFs)."""
+    import io
+
+    from PIL import Image
+
+    strips = [to_uint8_frames(v, upscale) for v in videos]
+    f, h, w, _ = strips[0].shape
+    sheets = []
+    for i in range(f):
+        sheet = Image.new("RGB", (len(strips) * (w + gap) - gap, h), (40, 40, 40))
+        for c, strip in enumerate(strips):
+            sheet.paste(Image.fromarray(strip[i]), (c * (w + gap), 0))
+        sheets.append(sheet)
+    buf = io.BytesIO()
+    sheets[0].save(buf, format="GIF", save_all=True, append_images=sheets[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()

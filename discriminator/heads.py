@@ -1,4 +1,4 @@
-"""Cross-attention-only token heads (PAPER.md, stage 2).
+"""Cross-attention-only token heads of the stage-2 discriminator (Seaweed-APT, arXiv 2501.08316).
 
 Each head has ONE learnable token as query and all visual tokens of one backbone layer as
 keys/values: pre-RMSNorm, QK-RMSNorm, output projection, residual, then an MLP (norm, linear,

@@ -3,7 +3,7 @@ token head after each tapped layer and one logit per sample.
 
 Inputs are clean latents (real x or generated x_hat); the discriminator re-noises them itself at a
 timestep drawn per sample, t ~ shift(U(0, 1), s) (s = 1 images, 12 video at scale): feeding t = 0
-only collapses training (PAPER.md).
+only collapses training (the paper's finding).
 """
 
 from __future__ import annotations

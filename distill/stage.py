@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from apt.backbone import WanBackbone
-from apt.distributed import DistInfo, ema_update, parallelize_backbone
+from apt.distributed import DistInfo, grad_norm, parallelize_backbone
+from apt.ema import ema_update, trainable_with_ema
+from apt.estimate import per_sample_flops, tokens_of
 from apt.generator import OneStepGenerator
-from apt.samples import SampleWriter
+from apt.previews import SampleWriter
 from distill.config import DistillConfig
 from distill.consistency import cd_grid, cd_loss
 
@@ -20,17 +21,13 @@ class ConsistencyDistillation:
     name = "distill"
 
     def __init__(self, cfg: DistillConfig, dist: DistInfo, teacher: WanBackbone, negative_text: torch.Tensor,
-                 samples: SampleWriter):
-        self.cfg, self.dist, self.samples = cfg, dist, samples
+                 previews: SampleWriter):
+        self.cfg, self.dist, self.previews = cfg, dist, previews
+        self.accum = cfg.train.grad_accum(dist.world_size)
         # The student starts as an exact copy of the teacher (stage 1 of the paper).
-        self.student = WanBackbone(copy.deepcopy(teacher.model)).train().requires_grad_(True)
-        self.ema = WanBackbone(copy.deepcopy(teacher.model)).eval().requires_grad_(False)
+        self.student, self.ema = trainable_with_ema(teacher, cfg.parallel)
         self.teacher = teacher.eval().requires_grad_(False)
-        par = cfg.parallel
-        parallelize_backbone(self.student, par)
-        no_ac = replace(par, activation_checkpointing=False)  # nothing to recompute without grad
-        parallelize_backbone(self.ema, no_ac)
-        parallelize_backbone(self.teacher, no_ac)
+        parallelize_backbone(self.teacher, replace(cfg.parallel, activation_checkpointing=False))
         self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.cd.lr, betas=(0.9, 0.99),
                                            weight_decay=cfg.cd.weight_decay)
         self.negative_text = negative_text.to(dist.device)  # (1, L, D)
@@ -42,8 +39,14 @@ class ConsistencyDistillation:
     def optimizers(self):
         return {"student": (self.student, self.optimizer)}
 
+    def flops_per_sample(self, latent_shape: tuple[int, ...], text_tokens: int) -> float:
+        model = self.student.config
+        return per_sample_flops("distill", dict(model), tokens_of(latent_shape, model.patch_size), text_tokens,
+                                self.student.num_blocks, (self.student.num_blocks,),
+                                activation_checkpointing=self.cfg.parallel.activation_checkpointing)["per_sample"]
+
     def train_step(self, next_batch, step: int) -> dict[str, float]:
-        cd, accum = self.cfg.cd, self.cfg.train.grad_accum
+        cd, accum = self.cfg.cd, self.accum
         target = self.ema if cd.target == "ema" else self.student
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
@@ -56,14 +59,12 @@ class ConsistencyDistillation:
             (loss / accum).backward()
             for k, v in metrics.items():
                 totals[k] = totals.get(k, 0.0) + v / accum
-        max_norm = cd.max_grad_norm if cd.max_grad_norm > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.student.parameters(), max_norm)
+        totals["grad_norm"] = grad_norm(self.student.parameters(), cd.max_grad_norm)
         self.optimizer.step()
         ema_update(self.ema, self.student, cd.ema_decay)
-        totals["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
         return totals
 
     @torch.no_grad()
     def sample(self, step: int, out_dir: Path) -> None:
-        """One-step samples of the EMA generator at fixed seeds (every rank runs the sharded forward)."""
-        self.samples.write(OneStepGenerator(self.ema), step, out_dir)
+        """One-step previews of the EMA generator at fixed seeds (every rank runs the sharded forward)."""
+        self.previews.write(OneStepGenerator(self.ema), step, out_dir)

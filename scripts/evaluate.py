@@ -1,6 +1,6 @@
-"""Thin entry point: see apt/cli/evaluate.py."""
+"""= apt-evaluate; see apt/cli/evaluate.py."""
 
-from apt.cli.evaluate import main
+from apt.cli.evaluate import cli
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

@@ -1,8 +1,6 @@
-"""Thin entry point: see apt/cli/export.py (also installed as `apt-export`)."""
+"""= apt-export; see apt/cli/export.py."""
 
-import sys
-
-from apt.cli.export import main
+from apt.cli.export import cli
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(cli())

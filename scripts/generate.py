@@ -1,6 +1,6 @@
-"""Thin entry point: see apt/cli/generate.py (also installed as `apt-generate`)."""
+"""= apt-generate; see apt/cli/generate.py."""
 
-from apt.cli.generate import main
+from apt.cli.generate import cli
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

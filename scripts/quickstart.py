@@ -1,6 +1,6 @@
-"""Thin entry point: see apt/cli/quickstart.py (CD -> APT -> evaluation on the toy world)."""
+"""= apt-quickstart; see apt/cli/quickstart.py."""
 
-from apt.cli.quickstart import main
+from apt.cli.quickstart import cli
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(cli())

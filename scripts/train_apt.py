@@ -1,8 +1,6 @@
-"""Thin entry point for stage 2; see apt/train.py. Works under torchrun and as plain python."""
+"""Stage 2 (adversarial post-training), under torchrun or as plain python; = apt-train. See apt/adversarial/train.py."""
 
-from apt.distributed import exit_cleanly
-from apt.train import main
+from apt.adversarial.train import cli
 
 if __name__ == "__main__":
-    main()
-    exit_cleanly(0)
+    cli()

@@ -14,7 +14,7 @@ def _seed():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A random diffusers-layout Wan folder of the real classes, tiny widths."""
-    from apt.testing import build_tiny_wan_folder
+    from tiny import build_tiny_wan_folder
 
     return build_tiny_wan_folder(tmp_path_factory.mktemp("tiny-wan"))
 
@@ -22,7 +22,7 @@ def tiny_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run_dir(tiny_model_dir, tmp_path_factory):
     """A stage-1-like run folder over tiny_model_dir: config.yaml and one checkpoint ('ema', 'student')."""
-    from apt.testing import write_tiny_run
+    from tiny import write_tiny_run
 
     run_dir = tmp_path_factory.mktemp("tiny-run")
     write_tiny_run(run_dir, tiny_model_dir)

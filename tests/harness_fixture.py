@@ -18,10 +18,11 @@ import torch
 
 from apt.backbone import WanBackbone
 from apt.config import ParallelConfig, TrainConfig, load_config
-from apt.distributed import DistInfo, all_reduce_mean, ema_update, exit_cleanly, init_distributed, \
-    parallelize_backbone, shutdown_distributed
+from apt.command import exit_cleanly
+from apt.distributed import DistInfo, all_reduce_mean, init_distributed, parallelize_backbone, shutdown_distributed
+from apt.ema import ema_update
 from apt.harness import Harness
-from apt.testing import tiny_transformer
+from tiny import tiny_transformer
 
 LATENT = (4, 1, 4, 4)  # (C, F, H, W) for the tiny transformer (patch 1x2x2)
 TEXT = (3, 16)  # (L, text_dim)
@@ -29,7 +30,7 @@ TEXT = (3, 16)  # (L, text_dim)
 
 @dataclass
 class FixtureConfig:
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=4, micro_batch_size=2, grad_accum=2,
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=4, micro_batch_size=2, global_batch_size=4,
                                                                    checkpoint_every=2, sample_every=2))
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     fail_at: int = 0  # > 0: train_step raises at this step (to test the error path)
@@ -75,7 +76,7 @@ class FlowMatchingStage:
     def train_step(self, next_batch, step: int) -> dict[str, float]:
         if self.cfg.fail_at and step + 1 == self.cfg.fail_at:
             raise RuntimeError(f"planned failure at step {step + 1}")
-        accum = self.cfg.train.grad_accum
+        accum = self.cfg.train.grad_accum(self.dist.world_size)
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(accum):

@@ -5,14 +5,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt import losses
-from apt.adversarial import AdversarialPostTraining, TrainingCollapsed
-from apt.adversarial_config import APTConfig
+from apt.adversarial import losses
+from apt.adversarial.stage import AdversarialPostTraining, TrainingCollapsed
+from apt.adversarial.config import APTConfig
 from apt.backbone import WanBackbone
 from apt.config import ConfigError, load_config
 from apt.generator import OneStepGenerator
-from apt.run_log import read_metrics
-from apt.testing import run_training_script, straight_and_resumed_runs, tiny_transformer
+from apt.run_folder import read_metrics
+from tiny import run_training_script, straight_and_resumed_runs, tiny_transformer
 from discriminator.model import Discriminator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +71,8 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
     out_dir = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "scripts" / "train_apt.py"), "--config", str(TOY),
            f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=8",
-           "train.micro_batch_size=4", "train.steps=2", "train.sample_every=0", f"train.out_dir={out_dir}",
+           "train.micro_batch_size=4", "train.global_batch_size=0", "train.steps=2", "train.sample_every=0",
+           f"train.out_dir={out_dir}",
            "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
@@ -91,10 +92,12 @@ def test_image_then_video_schedule(tmp_path, tiny_model_dir):
     import subprocess
     import sys
 
-    from apt.checkpoint import latest_checkpoint, load_model_from_checkpoint
+    from apt.checkpoint import load_model_from_checkpoint
+    from apt.run_folder import latest_checkpoint
 
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
-    common = [f"model.path={tiny_model_dir}", "data.num_clips=8", "train.micro_batch_size=4", "train.steps=2",
+    common = [f"model.path={tiny_model_dir}", "data.num_clips=8", "train.micro_batch_size=4",
+              "train.global_batch_size=0", "train.steps=2",
               "train.sample_every=0"]
     image, video = tmp_path / "image", tmp_path / "video"
     # a large G step and no EMA lag in the image phase, a negligible G step in the video phase: the video
@@ -127,7 +130,7 @@ def test_head_learning_rate_applies_to_the_new_layers_only():
     dist = DistInfo(0, 1, 0, torch.device("cpu"), "gloo")
     for lr_heads, want in ((0.0, 2e-4), (1e-5, 1e-5)):
         cfg = load_config(APTConfig, TOY, ["parallel.fsdp=false", "adv.lr_discriminator=2e-4", f"adv.lr_heads={lr_heads}"])
-        stage = AdversarialPostTraining(cfg, dist, teacher, WanBackbone(tiny_transformer(seed=1)), samples=None)
+        stage = AdversarialPostTraining(cfg, dist, teacher, WanBackbone(tiny_transformer(seed=1)), previews=None)
         backbone_group, head_group = stage.opt_d.param_groups
         assert backbone_group["lr"] == 2e-4 and head_group["lr"] == want
         assert {id(p) for p in head_group["params"]} == {id(p) for p in stage.discriminator.head_parameters()}
@@ -152,7 +155,7 @@ def test_feature_matching_reaches_every_generator_parameter():
 def test_torchrun_two_process_apt_resumes_to_identical_losses(tmp_path, tiny_model_dir):
     straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", TOY, [
         f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=32",
-        "train.micro_batch_size=4", "train.grad_accum=2", "train.checkpoint_every=2",
+        "train.micro_batch_size=4", "train.global_batch_size=16", "train.checkpoint_every=2",
         "parallel.mixed_precision=bf16", "parallel.activation_checkpointing=true"], tmp_path)
     keys = ("d_loss", "g_loss", "aR1", "d_real", "d_fake")
     straight = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "straight")}
@@ -161,7 +164,7 @@ def test_torchrun_two_process_apt_resumes_to_identical_losses(tmp_path, tiny_mod
     assert split[3] == straight[3] and split[4] == straight[4]
     assert all(v > 0 for v in straight[1][:2])
     # the stage-2 EMA generator loads through the same path as stage 1's
-    from apt.generator import load_generator_from_checkpoint
+    from apt.run_folder import load_generator as load_generator_from_checkpoint
 
     z, text = torch.randn(1, 4, 3, 8, 8), torch.randn(1, 32, 16)
     a = load_generator_from_checkpoint(tmp_path / "straight", tiny_model_dir)(z, text)
@@ -177,7 +180,7 @@ def test_penalised_d_pass_equals_two_separate_calls():
     cfg = load_config(APTConfig, TOY, ["parallel.fsdp=false"])
     dist = DistInfo(0, 1, 0, torch.device("cpu"), "gloo")
     stage = AdversarialPostTraining(cfg, dist, WanBackbone(tiny_transformer()), WanBackbone(tiny_transformer(seed=1)),
-                                    samples=None)
+                                    previews=None)
     x, text = torch.randn(3, 4, 3, 4, 4), torch.randn(3, 5, 16)
     torch.manual_seed(7)
     logits, r1 = stage._d_pass(x, text, penalty_weight=100.0, sigma=0.1)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from apt.backbone import WanBackbone, default_taps
-from apt.testing import tiny_transformer
+from tiny import tiny_transformer
 
 
 def _inputs(batch=2, frames=3, size=4, text_len=5):

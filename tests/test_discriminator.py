@@ -3,7 +3,7 @@ import torch
 
 from apt import flow
 from apt.backbone import WanBackbone
-from apt.testing import tiny_transformer
+from tiny import tiny_transformer
 from discriminator.heads import TokenHead
 from discriminator.model import Discriminator
 

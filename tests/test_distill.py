@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from apt.config import ConfigError, load_config
-from apt.run_log import read_metrics
-from apt.testing import straight_and_resumed_runs
+from apt.run_folder import read_metrics
+from tiny import straight_and_resumed_runs
 from distill.config import DistillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +31,8 @@ def _losses(out_dir):
 def test_torchrun_two_process_distill_resumes_to_identical_losses(tmp_path, tiny_model_dir):
     """2-process gloo FSDP2 (bf16 mixed precision, activation checkpointing): 4 straight steps vs
     2 steps, stop, then a second launch resuming from the step-2 checkpoint."""
-    straight_and_resumed_runs(ROOT / "scripts" / "distill.py", ROOT / "configs/toy/distill.yaml", [
-        f"model.path={tiny_model_dir}", "data.num_clips=32", "train.micro_batch_size=4",
+    straight_and_resumed_runs(ROOT / "scripts" / "train_distill.py", ROOT / "configs/toy/distill.yaml", [
+        f"model.path={tiny_model_dir}", "data.num_clips=32", "train.micro_batch_size=4", "train.global_batch_size=0",
         "train.checkpoint_every=2", "parallel.mixed_precision=bf16"], tmp_path)
     straight, split = _losses(tmp_path / "straight"), _losses(tmp_path / "split")
     assert sorted(straight) == sorted(split) == [1, 2, 3, 4]
@@ -44,7 +44,8 @@ def test_torchrun_two_process_distill_resumes_to_identical_losses(tmp_path, tiny
 
     # the checkpoint's EMA generator loads unsharded; both runs trained it identically, away from the teacher
     from apt.backbone import WanBackbone
-    from apt.generator import OneStepGenerator, load_generator_from_checkpoint
+    from apt.generator import OneStepGenerator
+    from apt.run_folder import load_generator as load_generator_from_checkpoint
 
     z, text = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 32, 16)
     a = load_generator_from_checkpoint(tmp_path / "straight", tiny_model_dir)(z, text)

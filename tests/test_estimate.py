@@ -5,7 +5,8 @@ import json
 import pytest
 import torch
 
-from apt.estimate import WAN_MODELS, Setup, build_on_meta, estimate, main, param_counts
+from apt.cli.estimate import main
+from apt.estimate import WAN_MODELS, Setup, build_on_meta, estimate, param_counts
 from apt.estimate_check import compare
 
 

@@ -5,18 +5,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.evaluation import evaluate_models, markdown_table, model_specs
+from apt.toy.evaluation import evaluate_models, markdown_table, model_specs
 from apt.toy.components import TOY_MODEL_DIR
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate.py"
 
 
 def _script_main():
-    """scripts/ is not a package: load the script's main() from its file."""
+    """scripts/ is not a package: load the script from its file; it runs apt.cli.evaluate (its main
+    returns the report, the script's cli() only an exit status)."""
+    import apt.cli.evaluate
+
     spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    assert module.cli is apt.cli.evaluate.cli
+    return apt.cli.evaluate.main
 
 
 def test_model_specs_from_cli_arguments():
@@ -64,15 +68,15 @@ def test_plot_losses_writes_png(tmp_path):
 
 
 def test_generator_two_step_is_deterministic(monkeypatch):
-    import apt.generator
-    from apt.evaluation import ModelSpec, generate
+    import apt.run_folder
+    from apt.toy.evaluation import ModelSpec, generate
     from apt.generator import OneStepGenerator
     from apt.loading import load_components
-    from apt.toy.teacher_check import check_prompts
+    from apt.toy.evaluation import check_prompts
 
     comps = load_components(TOY_MODEL_DIR)
     # the teacher as a (poor) one-step generator: no training checkpoint needed to test the sampling path
-    monkeypatch.setattr(apt.generator, "load_generator_from_checkpoint",
+    monkeypatch.setattr(apt.run_folder, "load_generator",
                         lambda run_dir, model_dir: OneStepGenerator(comps.transformer))
     requests = check_prompts(3, seed=2, held_out=True)
     clips = {}

@@ -8,7 +8,7 @@ from apt.backbone import WanBackbone
 from apt.cli.export import main as export_main
 from apt.cli.generate import generate
 from apt.export import MANIFEST, export_checkpoint, verify_export
-from apt.generator import load_generator_from_checkpoint
+from apt.run_folder import load_generator as load_generator_from_checkpoint
 
 SIZE = ["--height", "16", "--width", "16", "--frames", "5"]
 PROMPTS = ["a red seven moving up and to the left", "a blue two moving right"]
@@ -99,7 +99,9 @@ def test_export_rejects_bad_input_clearly(tiny_run_dir, tiny_model_dir, tmp_path
         (tmp_path / "half" / "transformer").mkdir(parents=True)
         export_checkpoint(tiny_run_dir, tmp_path / "e", model_dir=tmp_path / "half")
     (tmp_path / "taken").mkdir()
-    assert export_main(["--checkpoint", str(tiny_run_dir), "--out", str(tmp_path / "taken")]) == 2
+    with pytest.raises(SystemExit) as exit_status:
+        export_main(["--checkpoint", str(tiny_run_dir), "--out", str(tmp_path / "taken")])
+    assert exit_status.value.code == 2
     assert "exists" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
     with pytest.raises(FileNotFoundError, match="not a seaweed-apt export"):

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from apt.cli.generate import main
+from apt.config import ConfigError
 from apt.video import read_mp4
 
 
@@ -30,6 +31,8 @@ def test_generate_rejects_bad_requests(tiny_model_dir, tmp_path):
         main(["--model", str(tiny_model_dir), "--out", str(tmp_path / "x.mp4")])  # no prompt
     with pytest.raises(SystemExit):
         main(["--model", str(tiny_model_dir), "--prompt", "a", "--prompt", "b", "--out", str(tmp_path / "x.mp4")])
+    with pytest.raises(SystemExit):
+        main(["--model", str(tiny_model_dir), "--prompt", "a", "--height", "-32", "--out", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="multiples of 8"):
         main(["--model", str(tiny_model_dir), "--prompt", "a", "--height", "12", "--out", str(tmp_path / "o")])
 
@@ -63,9 +66,9 @@ def test_one_step_and_two_step_from_a_checkpoint_do_not_depend_on_batching(tiny_
 
 
 def test_one_step_rejects_cfg_bad_steps_and_unknown_backends(tiny_run_dir, tmp_path):
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="guidance"):
         _one_step(tiny_run_dir, tmp_path / "o", "--prompt", "a", "--cfg", "5")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="1 or 2 steps"):
         _one_step(tiny_run_dir, tmp_path / "o", "--prompt", "a", "--steps", "4")
     with pytest.raises(SystemExit):
         _one_step(tiny_run_dir, tmp_path / "o", "--prompt", "a", "--dtype", "fp16")
@@ -73,25 +76,26 @@ def test_one_step_rejects_cfg_bad_steps_and_unknown_backends(tiny_run_dir, tmp_p
         _one_step(tiny_run_dir, tmp_path / "o", "--prompt", "a", "--attention-backend", "bogus")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         _one_step(tmp_path / "missing", tmp_path / "o", "--prompt", "a")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="not a diffusers-layout folder"):
         _one_step(tiny_run_dir, tmp_path / "o", "--prompt", "a", "--model", str(tmp_path))  # not a model folder
 
 
 def test_config_yaml_sets_defaults_that_flags_override(tiny_model_dir, tmp_path):
-    from apt.cli.generate import parse_args, sample_config
+    from apt.cli.generate import parse_args, sampling_params as sample_config
 
     cfg = tmp_path / "g.yaml"
-    cfg.write_text(f"model: {tiny_model_dir}\nprompt: [a red seven, a blue two]\nsteps: 2\nheight: 16\n"
-                   f"width: 16\nframes: 5\nseed: 9\nattention-backend: native\n")
+    cfg.write_text(f"model: {tiny_model_dir}\nprompts: [a red seven, a blue two]\nsteps: 2\nheight: 16\n"
+                   f"width: 16\nframes: 5\nseed: 9\nattention_backend: native\n")
     report = main(["--config", str(cfg), "--seed", "1", "--out", str(tmp_path / "o")])
     assert report["seed"] == 1 and report["steps"] == 2 and len(report["videos"]) == 2
     assert (report["height"], report["width"], report["frames"]) == (16, 16, 5)
-    assert parse_args(["--config", str(cfg), "--prompt", "x"]).prompt == ["x"]  # flags replace the config's prompts
+    assert parse_args(["--config", str(cfg), "--prompt", "x"]).prompts == ["x"]  # flags replace the config's prompts
+    assert parse_args(["--config", str(cfg), "seed=4"]).seed == 4  # key=value overrides too
     cfg.write_text("heigth: 16\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="heigth"):
         parse_args(["--config", str(cfg)])
     cfg.write_text("dtype: fp16\n")
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="dtype"):
         parse_args(["--config", str(cfg)])
     # a real (non-toy) model defaults to 1280x720x49 at 24 fps; one-step models to 1 step, no CFG
     sample, size = sample_config(parse_args(["--prompt", "a"]), tiny_model_dir, one_step=True)
@@ -102,13 +106,13 @@ def test_config_yaml_sets_defaults_that_flags_override(tiny_model_dir, tmp_path)
 def test_shipped_generate_configs_parse(tmp_path):
     from pathlib import Path
 
-    from apt.cli.generate import parse_args, sample_config
+    from apt.cli.generate import parse_args, sampling_params as sample_config
     from apt.toy.components import TOY_MODEL_DIR
 
     root = Path(__file__).resolve().parents[1] / "configs"
     toy = parse_args(["--config", str(root / "toy" / "generate.yaml")])
     sample, size = sample_config(toy, TOY_MODEL_DIR, one_step=False)
-    assert (sample.height, sample.width, sample.frames, size["fps"]) == (32, 32, 9, 8) and toy.prompt
+    assert (sample.height, sample.width, sample.frames, size["fps"]) == (32, 32, 9, 8) and toy.prompts
     for name in ("wan2.1-1.3b", "wan2.1-14b"):
         args = parse_args(["--config", str(root / name / "generate.yaml"), "--prompt", "a"])
         assert (args.height, args.width, args.frames, args.fps, args.dtype) == (720, 1280, 49, 24, "bf16")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from apt.testing import build_tiny_wan_folder, write_tiny_run
+from tiny import build_tiny_wan_folder, write_tiny_run
 from apt.video import read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from apt.config import ConfigError, ParallelConfig, TrainConfig, dump_config, load_config
-from apt.harness import DataStream
-from apt.run_log import RunLog, read_metrics
+from apt.data.stream import DataStream
+from apt.run_folder import read_metrics
+from apt.run_log import RunLog
 
 TESTS = Path(__file__).resolve().parent
 FIXTURE = TESTS / "harness_fixture.py"
@@ -40,7 +41,7 @@ def test_config_merges_defaults_yaml_and_overrides_and_dumps(tmp_path):
     path.write_text("train:\n  steps: 7\n  out_dir: x\n")
     cfg = load_config(_Schema, path, ["train.micro_batch_size=3", "parallel.mixed_precision=bf16"])
     assert (cfg.train.steps, cfg.train.micro_batch_size, cfg.train.out_dir) == (7, 3, "x")
-    assert (cfg.train.grad_accum, cfg.parallel.mixed_precision) == (1, "bf16")
+    assert (cfg.train.grad_accum(1), cfg.parallel.mixed_precision) == (1, "bf16")
     dump_config(cfg, tmp_path / "dumped.yaml")
     assert load_config(_Schema, tmp_path / "dumped.yaml", []) == cfg
 
@@ -105,9 +106,11 @@ def test_run_log_keeps_lines_up_to_the_resumed_step(tmp_path):
 
 def _checkpoint_round_trip(tmp: Path):
     from apt.backbone import WanBackbone
-    from apt.checkpoint import CheckpointManager, export_full_state_dict, latest_checkpoint
-    from apt.distributed import ema_update, parallelize_backbone
-    from apt.testing import tiny_transformer
+    from apt.checkpoint import CheckpointManager, export_full_state_dict
+    from apt.run_folder import checkpoints_dir, latest_checkpoint
+    from apt.distributed import parallelize_backbone
+    from apt.ema import ema_update
+    from tiny import tiny_transformer
 
     model = WanBackbone(tiny_transformer())
     parallelize_backbone(model, ParallelConfig())
@@ -115,7 +118,7 @@ def _checkpoint_round_trip(tmp: Path):
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     model(torch.randn(2, 4, 1, 4, 4), torch.rand(2), torch.randn(2, 3, 16)).square().mean().backward()
     opt.step()
-    mgr = CheckpointManager(tmp, keep=2, rank=0, world_size=1)
+    mgr = CheckpointManager(checkpoints_dir(tmp), keep=2, rank=0, world_size=1)
     (tmp / "checkpoints" / ".tmp_step_00000009").mkdir(parents=True)  # debris of a crash mid-save
     for step in (1, 2, 3):
         mgr.save(step, {"m": model}, {"m": (model, opt)}, {"data_position": 10 * step, "stage": "t"})
@@ -197,7 +200,8 @@ def _harness_fail_resume_and_match(tmp: Path):
 
 
 def _world_of_one(tmp: str):
-    from apt.distributed import exit_cleanly, init_distributed, shutdown_distributed
+    from apt.command import exit_cleanly
+    from apt.distributed import init_distributed, shutdown_distributed
 
     info = init_distributed()
     assert (info.rank, info.world_size, info.backend) == (0, 1, "gloo")
@@ -225,7 +229,7 @@ def test_torchrun_two_ranks_fsdp2_bf16_resume_gives_identical_losses(tmp_path):
     def torchrun(out_dir, *overrides):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
                str(FIXTURE), str(out_dir), "parallel.mixed_precision=bf16", "parallel.activation_checkpointing=true",
-               *overrides]
+               "train.global_batch_size=8", *overrides]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-4000:]
 

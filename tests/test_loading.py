@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from apt.loading import check_layout, load_components
-from apt.pipeline import SampleConfig, Sampler
+from apt.loading import load_components
+from apt.model_folder import check_layout
+from apt.pipeline import SamplingParams, Sampler
 
 
 def test_loads_a_diffusers_layout_folder(tiny_model_dir):
@@ -13,7 +14,7 @@ def test_loads_a_diffusers_layout_folder(tiny_model_dir):
     emb = comps.text.encode(["a red seven", ""])
     assert emb.shape == (2, 32, 16)
     assert torch.count_nonzero(emb[1].abs().sum(-1)) == 1  # empty prompt: only the EOS token
-    video = Sampler(comps).generate(["a red seven"], SampleConfig(height=16, width=16, frames=5, steps=2,
+    video = Sampler(comps).generate(["a red seven"], SamplingParams(height=16, width=16, frames=5, steps=2,
                                                                   guidance_scale=2.0))
     assert video.shape == (1, 3, 5, 16, 16) and video.abs().max() <= 1
 

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from apt import losses
+from apt.adversarial import losses
 
 
 def sp(x):  # softplus by hand

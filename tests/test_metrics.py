@@ -60,9 +60,9 @@ def test_evaluator_scores_real_held_out_clips():
 
 
 def test_evaluate_videos_real_clips_against_wrong_requests():
-    from apt.evaluation import real_clips
-    from apt.metrics import evaluate_videos
-    from apt.toy.teacher_check import check_prompts
+    from apt.toy.evaluation import real_clips
+    from apt.toy.evaluation import evaluate_videos
+    from apt.toy.evaluation import check_prompts
 
     requests = check_prompts(24, seed=3, held_out=True)
     real = real_clips(requests, seed=0)

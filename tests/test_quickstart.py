@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_quickstart_runs_both_stages_and_writes_the_table_grid_and_curves(tmp_path):
     out = tmp_path / "qs"
-    tiny = ["data.num_clips=64", "train.micro_batch_size=8", "train.steps=2"]
+    tiny = ["data.num_clips=64", "train.micro_batch_size=8", "train.global_batch_size=0", "train.steps=2"]
     cmd = [sys.executable, str(ROOT / "scripts" / "quickstart.py"), "--nproc", "1", "--out", str(out),
            "--cd", *tiny, "--apt", *tiny, "--n", "8"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))

@@ -5,12 +5,22 @@ import json
 import pytest
 import torch
 
-from apt.data.toy import MovingDigits
 from apt.loading import load_components
-from apt.pipeline import SampleConfig
+from apt.pipeline import Sampler, SamplingParams
 from apt.toy.attributes import attribute_accuracy
 from apt.toy.components import TOY_MODEL_DIR
-from apt.toy.teacher_check import check_teacher
+from apt.toy.evaluation import check_prompts
+from apt.toy.world import MovingDigits
+
+
+def check_teacher(model_dir, n: int = 48, seed: int = 0, held_out: bool = False, cfg: SamplingParams | None = None,
+                  batch_size: int = 16):
+    """Sample the teacher on n prompts and read the attributes back with the hand-made reader
+    (apt/toy/attributes.py), independent of the learned evaluator: (accuracy, videos, requests)."""
+    sampler = Sampler(load_components(model_dir))
+    requests = check_prompts(n, seed, held_out)
+    videos = sampler.generate([r["caption"] for r in requests], cfg or SamplingParams(), batch_size=batch_size)
+    return attribute_accuracy(videos, requests), videos, requests
 
 
 def test_shipped_folder_is_complete_and_small():
@@ -40,7 +50,7 @@ def test_toy_vae_reconstructs_held_out_clips():
 
 @pytest.mark.slow
 def test_teacher_25_steps_draws_the_asked_attributes():
-    acc, videos, _ = check_teacher(TOY_MODEL_DIR, n=48, seed=0, cfg=SampleConfig(steps=25))
+    acc, videos, _ = check_teacher(TOY_MODEL_DIR, n=48, seed=0, cfg=SamplingParams(steps=25))
     assert videos.shape == (48, 3, 9, 32, 32)
     # measured on this set: colour 1.00, direction 1.00, digit 0.60 (docs/toy-world.md); chance is 0.17 / 0.125 / 0.1
     assert acc["colour"] >= 0.9 and acc["direction"] >= 0.9 and acc["digit"] >= 0.5, acc

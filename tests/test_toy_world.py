@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from apt.data import toy
-from apt.data.toy import MovingDigits, ToyWorldConfig
+from apt.toy import world as toy
+from apt.toy.world import MovingDigits, ToyWorldConfig
 
 
 def test_clips_are_deterministic_by_seed_and_index():

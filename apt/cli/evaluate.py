@@ -1,7 +1,7 @@
-"""Evaluate the toy teacher and trained one-step generators on held-out-combination prompts.
+"""Evaluate the toy teacher and trained one-step generators on held-out-combination prompts of the
+toy world (the evaluator network is the toy world's: apt/toy/evaluation.py).
 
-    python scripts/evaluate.py --model toy --teacher-steps 25 --run cd=runs/toy-distill --run apt=runs/toy-apt \
-        --two-step apt --n 96 --out outputs/eval
+    apt-evaluate --run CD=outputs/quickstart/cd --run APT=outputs/quickstart/apt --two-step APT --n 96 --out outputs/eval
 
 Prints a Markdown table (attribute accuracy read by the shipped evaluator, Frechet distance on its
 features against real held-out clips, sharpness and edge sharpness ratios against them, seconds per
@@ -12,41 +12,55 @@ the VAE (the best a latent generator can do). Deterministic for a seed.
 
 from __future__ import annotations
 
-import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
-from apt.evaluation import comparison_grid, evaluate_models, markdown_table, model_specs, settings
-from apt.loading import resolve_model_dir
+from apt.command import console_script, run_command
+from apt.config import ConfigError, option, parse_command
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="toy", help="teacher folder ('toy' = the shipped toy teacher)")
-    p.add_argument("--teacher-steps", type=int, default=25, help="0 leaves the teacher out")
-    p.add_argument("--cfg", type=float, default=5.0, help="teacher classifier-free guidance scale")
-    p.add_argument("--run", action="append", default=[], help="name=run_dir: its latest checkpoint's EMA, 1 step")
-    p.add_argument("--two-step", action="append", default=[], help="a --run name to evaluate in 2 steps as well")
-    p.add_argument("--no-real", action="store_true", help="leave out the real-data reference rows")
-    p.add_argument("--n", type=int, default=96, help="prompts (held-out combinations)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--grid-rows", type=int, default=4, help="prompts shown in grid.png")
-    p.add_argument("--out", type=Path, default=Path("outputs/eval"))
-    args = p.parse_args(argv)
+@dataclass
+class EvaluateConfig:
+    model: str = option("toy", "teacher folder the runs started from ('toy' = the shipped toy teacher)")
+    teacher_steps: int = option(25, "teacher sampling steps; 0 leaves the teacher out")
+    cfg: float = option(5.0, "teacher classifier-free guidance scale")
+    runs: list[str] = option(help="NAME=RUN_DIR: that run's latest EMA in one step (a step folder works too); "
+                                  "repeat for several", flag="--run", default_factory=list)
+    two_step: list[str] = option(help="a --run NAME to evaluate in 2 steps as well", default_factory=list)
+    real: bool = option(True, "the real-data reference rows (--no-real leaves them out)")
+    n: int = option(96, "prompts (held-out combinations)")
+    seed: int = option(0, "prompt and noise seed")
+    batch_size: int = option(16, "clips per generation call")
+    grid_rows: int = option(4, "prompts shown in grid.png")
+    out: str = option("outputs/eval", "folder for table.md, metrics.json and grid.png")
 
-    model_dir = resolve_model_dir(args.model)
-    specs = model_specs(args.teacher_steps, args.run, args.two_step, real=not args.no_real, guidance_scale=args.cfg)
-    results, videos, requests = evaluate_models(specs, model_dir, args.n, args.seed, args.batch_size)
+    def validate(self):
+        if self.n < 2 or self.batch_size < 1 or self.teacher_steps < 0:
+            raise ConfigError("n must be >= 2 (a Frechet distance needs two clips), batch_size >= 1, "
+                              "teacher_steps >= 0")
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    from apt.model_folder import resolve_model_dir
+    from apt.toy.evaluation import comparison_grid, evaluate_models, markdown_table, model_specs, settings
+
+    model_dir = resolve_model_dir(cfg.model)
+    specs = model_specs(cfg.teacher_steps, cfg.runs, cfg.two_step, real=cfg.real, guidance_scale=cfg.cfg)
+    results, videos, requests = evaluate_models(specs, model_dir, cfg.n, cfg.seed, cfg.batch_size)
     table = markdown_table(results)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table)
-    report = {"settings": settings(args.n, args.seed, args.batch_size, model_dir), "models": results}
-    (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    comparison_grid(videos, requests, args.grid_rows).save(args.out / "grid.png")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table)
+    report = {"settings": settings(cfg.n, cfg.seed, cfg.batch_size, model_dir), "models": results}
+    (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    comparison_grid(videos, requests, cfg.grid_rows).save(out / "grid.png")
     print(table)
     return report
 
 
-if __name__ == "__main__":
-    main()
+def main(argv=None) -> dict:
+    return run_command(lambda: evaluate(parse_command(EvaluateConfig, argv, __doc__, prog="apt-evaluate")))
+
+
+cli = console_script(main)

@@ -1,7 +1,7 @@
 """Export a training checkpoint as a diffusers-format folder that WanPipeline serves in one step.
 
-    python scripts/export.py --checkpoint runs/toy-apt --out exports/toy-apt --verify
-    python scripts/export.py --checkpoint runs/wan14b-apt/checkpoints/step_00000300 \\
+    apt-export --checkpoint outputs/quickstart/apt --out exports/toy-apt --verify
+    apt-export --checkpoint runs/wan14b-apt/checkpoints/step_00000300 \\
         --model /data/Wan2.1-T2V-14B-Diffusers --dtype bf16 --out exports/wan14b-apt --verify
 
 --verify reloads the folder and compares its one-step latents with the checkpoint's for fixed seeds
@@ -11,42 +11,50 @@ the exit status is 1 if they differ.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 
-from apt.export import BF16_TOLERANCE, export_checkpoint, verify_export
-from apt.loading import DTYPES
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", type=Path, required=True, help="training run or step directory")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (must not exist unless --overwrite)")
-    p.add_argument("--model", help="teacher folder the run started from (default: the run's config.yaml)")
-    p.add_argument("--weights", choices=("ema", "generator", "student"), default="ema")
-    p.add_argument("--dtype", choices=tuple(DTYPES), default="bf16")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--verify", action="store_true", help="reload the export and compare with the checkpoint")
-    p.add_argument("--verify-device", default="cpu")
-    p.add_argument("--bf16-tolerance", type=float, default=BF16_TOLERANCE)
-    return p
+from apt.command import console_script, run_command
+from apt.config import ConfigError, option, parse_command
+from apt.export import BF16_TOLERANCE
 
 
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        out = export_checkpoint(args.checkpoint, args.out, args.model, args.weights, args.dtype, args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = option("", "training run or step folder (required)")
+    out: str = option("", "folder to write (required; must not exist unless --overwrite)")
+    model: str = option("", "teacher folder the run started from; default: the run's config.yaml")
+    weights: str = option("ema", "which model of the checkpoint", choices=("ema", "generator", "student"))
+    dtype: str = option("bf16", "dtype of the exported transformer", choices=("bf16", "fp32"))
+    overwrite: bool = option(False, "replace an existing --out")
+    verify: bool = option(False, "reload the export and compare with the checkpoint")
+    verify_device: str = option("cpu", "device of the --verify comparison")
+    bf16_tolerance: float = option(BF16_TOLERANCE, "largest latent difference a bf16 export may show against fp32")
+
+    def validate(self):
+        if not self.checkpoint or not self.out:
+            raise ConfigError("give --checkpoint (a run or step folder) and --out (the folder to write)")
+
+
+def export(cfg: ExportConfig) -> int:
+    from apt.export import export_checkpoint, verify_export
+
+    out = export_checkpoint(cfg.checkpoint, cfg.out, cfg.model or None, cfg.weights, cfg.dtype, cfg.overwrite)
     report = {"export": str(out)}
-    if args.verify:
-        report["verify"] = verify_export(out, args.checkpoint, args.model, device=args.verify_device,
-                                         bf16_tolerance=args.bf16_tolerance)
+    if cfg.verify:
+        report["verify"] = verify_export(out, cfg.checkpoint, cfg.model or None, device=cfg.verify_device,
+                                         bf16_tolerance=cfg.bf16_tolerance)
     print(json.dumps(report, indent=2))
-    if args.verify and not report["verify"]["ok"]:
+    if cfg.verify and not report["verify"]["ok"]:
         print("error: the export's output differs from the checkpoint's", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None) -> int:
+    return run_command(lambda: export(parse_command(ExportConfig, argv, __doc__, prog="apt-export")))
+
+
+cli = console_script(main)

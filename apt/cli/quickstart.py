@@ -1,8 +1,8 @@
 """The whole method on the toy world, on a CPU: stage 1 (consistency distillation) -> stage 2
 (adversarial post-training) -> evaluation against the 25-step teacher.
 
-    python scripts/quickstart.py                      # everything into outputs/quickstart/
-    python scripts/quickstart.py --nproc 1 --out outputs/qs --apt train.steps=50
+    apt-quickstart                                    # everything into outputs/quickstart/
+    apt-quickstart --nproc 1 --out outputs/qs --apt train.steps=50
 
 Each training stage runs as its own torchrun job (FSDP2 over --nproc ranks, gloo on CPU) with the
 configs in configs/toy/, so what the quickstart does is exactly what the README's stage commands
@@ -14,15 +14,32 @@ model and prompt), losses.png (training curves) and timings.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from apt.command import console_script, run_command
+from apt.config import ConfigError, option, parse_command
+
 REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class QuickstartConfig:
+    out: str = option("outputs/quickstart", "folder for both runs and the report")
+    nproc: int = option(min(2, os.cpu_count() or 1), "ranks per training stage (torchrun; 1 = a plain process)")
+    cd: list[str] = option(help="KEY=VALUE overrides for configs/toy/distill.yaml", many=True, default_factory=list)
+    apt: list[str] = option(help="KEY=VALUE overrides for configs/toy/apt.yaml", many=True, default_factory=list)
+    n: int = option(96, "evaluation prompts (held-out combinations)")
+    seed: int = option(0, "evaluation seed")
+
+    def validate(self):
+        if self.nproc < 1:
+            raise ConfigError(f"nproc must be at least 1, got {self.nproc}")
 
 
 def launcher(nproc: int) -> list[str]:
@@ -35,8 +52,8 @@ def launcher(nproc: int) -> list[str]:
 def repo_file(relative: str) -> Path:
     path = REPO / relative
     if not path.exists():
-        raise SystemExit(f"error: {path} not found: run the quickstart from a clone of the repository "
-                         f"(pip install -e . keeps the package pointing at it)")
+        raise FileNotFoundError(f"{path} not found: run the quickstart from a clone of the repository "
+                                f"(pip install -e . keeps the package pointing at it)")
     return path
 
 
@@ -56,27 +73,16 @@ def run_stage(title: str, cmd: list[str], timings: dict) -> None:
                          f"command again: finished work is kept and the stage resumes from its last checkpoint")
 
 
-def main(argv=None) -> dict:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("outputs/quickstart"))
-    p.add_argument("--nproc", type=int, default=min(2, os.cpu_count() or 1), help="ranks per training stage")
-    p.add_argument("--cd", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for configs/toy/distill.yaml")
-    p.add_argument("--apt", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for configs/toy/apt.yaml")
-    p.add_argument("--n", type=int, default=96, help="evaluation prompts (held-out combinations)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    args = p.parse_args(argv)
-    if args.nproc < 1:
-        raise SystemExit("error: --nproc must be at least 1")
-
+def quickstart(args: QuickstartConfig) -> dict:
     from apt.cli import evaluate
     from apt.plots import plot_losses
 
-    out = args.out
+    out = Path(args.out)
     cd_dir, apt_dir = out / "cd", out / "apt"
     timings: dict[str, float] = {}
     total_start = time.perf_counter()
     run_stage("1/3 stage 1: consistency distillation", launcher(args.nproc) + [
-        repo_file("scripts/distill.py"), "--config", repo_file("configs/toy/distill.yaml"),
+        repo_file("scripts/train_distill.py"), "--config", repo_file("configs/toy/distill.yaml"),
         f"train.out_dir={cd_dir}", *args.cd], timings)
     run_stage("2/3 stage 2: adversarial post-training", launcher(args.nproc) + [
         repo_file("scripts/train_apt.py"), "--config", repo_file("configs/toy/apt.yaml"),
@@ -84,8 +90,8 @@ def main(argv=None) -> dict:
 
     banner("3/3 evaluation: teacher 25-step vs CD and APT one-step (and APT 2-step)")
     start = time.perf_counter()
-    report = evaluate.main(["--run", f"CD={cd_dir}", "--run", f"APT={apt_dir}", "--two-step", "APT",
-                            "--n", str(args.n), "--seed", str(args.seed), "--out", str(out)])
+    report = evaluate.evaluate(evaluate.EvaluateConfig(runs=[f"CD={cd_dir}", f"APT={apt_dir}"], two_step=["APT"],
+                                                       n=args.n, seed=args.seed, out=str(out)))
     plot_losses({"CD": cd_dir, "APT": apt_dir}, out / "losses.png")
     timings["3/3 evaluation"] = round(time.perf_counter() - start, 1)
     timings["total"] = round(time.perf_counter() - total_start, 1)
@@ -99,5 +105,12 @@ def main(argv=None) -> dict:
     return {"timings": timings, **report}
 
 
+def main(argv=None) -> dict:
+    return run_command(lambda: quickstart(parse_command(QuickstartConfig, argv, __doc__, prog="apt-quickstart")))
+
+
 if __name__ == "__main__":
     main()
+
+
+cli = console_script(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -22,33 +22,6 @@ from apt.data.shards import DTYPES, ShardWriter, atomic_write_text, read_shard_m
 from apt.data.video_folder import ClipError, ClipSpec, SourceItem, discover, load_clip
 
 SKIP_LOG = "skipped-r{rank:03d}.jsonl"
-
-
-@dataclass
-class PreprocessConfig:
-    videos: str  # root folder of the videos / images
-    out: str  # shard set folder
-    model: str = "toy"  # diffusers-layout folder whose vae/ and text_encoder/ encode ("toy" = shipped)
-    captions: str = ""  # CSV (path,caption) or JSONL; "" = sidecar <name>.txt files
-    frames: int = 49
-    height: int = 720
-    width: int = 1280
-    fps: float = 24.0
-    shard_size: int = 64  # items per shard: at most this much work is lost on a crash
-    batch_size: int = 1  # clips per VAE call
-    workers: int = 0  # decoding processes per rank (torch DataLoader workers)
-    storage_dtype: str = "bf16"  # latents and text embeddings on disk
-    encoder_dtype: str = ""  # "" = bf16 on GPU, fp32 on CPU
-    retry_skipped: bool = False
-
-    def validate(self):
-        if self.storage_dtype not in DTYPES:
-            raise ValueError(f"storage dtype must be one of {sorted(DTYPES)}, got {self.storage_dtype!r}")
-        if self.encoder_dtype and self.encoder_dtype not in DTYPES:
-            raise ValueError(f"encoder dtype must be one of {sorted(DTYPES)}, got {self.encoder_dtype!r}")
-        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
-            raise ValueError("shard_size and batch_size must be >= 1, workers >= 0")
-        ClipSpec(self.frames, self.height, self.width, self.fps)
 
 
 class _Clips(torch.utils.data.Dataset):
@@ -81,7 +54,7 @@ def _read_skip_logs(out: Path) -> dict[str, str]:
     return bad
 
 
-def _spec(cfg: PreprocessConfig, comps, model_dir: Path) -> dict:
+def _spec(cfg, comps, model_dir: Path) -> dict:
     """What the index records; `stamp` must be equal for every shard of a set."""
     latent = comps.vae.latent_shape(cfg.frames, cfg.height, cfg.width)
     text_shape = [comps.text.max_tokens, comps.text.dim]
@@ -102,9 +75,11 @@ def _encode(comps, clips: list[torch.Tensor], captions: list[str], device) -> tu
     return latents, [s[: int(n)] for s, n in zip(states, mask.sum(1))]
 
 
-def preprocess(cfg: PreprocessConfig, dist) -> dict:
-    """Encode this rank's share; rank 0 returns the report (others return their own counts)."""
-    from apt.loading import load_components, resolve_model_dir
+def preprocess(cfg, dist) -> dict:
+    """Encode this rank's share of apt.cli.preprocess.PreprocessConfig `cfg`; rank 0 returns the report
+    (others return their own counts)."""
+    from apt.loading import load_components
+    from apt.model_folder import resolve_model_dir
 
     cfg.validate()
     out = Path(cfg.out).expanduser()
@@ -173,63 +148,3 @@ def preprocess(cfg: PreprocessConfig, dist) -> dict:
               "skipped_files": skipped}
     atomic_write_text(out / "report.json", json.dumps(report, indent=1))
     return report
-
-
-def _config_defaults(path: Path | None) -> dict:
-    """model.path and data.{frames,height,width,fps,path} of a training YAML, so the shards fit it."""
-    if path is None:
-        return {}
-    from omegaconf import OmegaConf
-
-    raw = OmegaConf.to_container(OmegaConf.load(path))
-    data, model = raw.get("data") or {}, raw.get("model") or {}
-    out = {k: data[k] for k in ("frames", "height", "width", "fps") if data.get(k)}
-    if data.get("path"):
-        out["out"] = data["path"]
-    if model.get("path"):
-        out["model"] = model["path"]
-    return out
-
-
-def main(argv=None) -> dict:
-    import argparse
-
-    from apt.distributed import init_distributed, shutdown_distributed
-
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--videos", required=True, help="folder of videos (mp4/webm/mov/mkv/avi) and images")
-    ap.add_argument("--captions", default="", help="CSV (path,caption) or JSONL; default: sidecar .txt files")
-    ap.add_argument("--config", type=Path, help="a training YAML: model.path, data.path and the clip size "
-                                                "come from it (flags below override)")
-    ap.add_argument("--out", help="shard folder (default: data.path of --config)")
-    ap.add_argument("--model", help="diffusers-layout folder (default: model.path of --config, else the toy)")
-    for flag, typ in (("frames", int), ("height", int), ("width", int), ("fps", float)):
-        ap.add_argument(f"--{flag}", type=typ)
-    ap.add_argument("--shard-size", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=1)
-    ap.add_argument("--workers", type=int, default=0, help="decoding processes per rank")
-    ap.add_argument("--storage-dtype", default="bf16", choices=sorted(DTYPES))
-    ap.add_argument("--encoder-dtype", default="", choices=["", *sorted(DTYPES)])
-    ap.add_argument("--retry-skipped", action="store_true", help="try files skipped by an earlier run again")
-    args = ap.parse_args(argv)
-    values = _config_defaults(args.config)
-    for key in ("out", "model", "frames", "height", "width", "fps"):
-        if getattr(args, key) is not None:
-            values[key] = getattr(args, key)
-    if "out" not in values:
-        ap.error("give --out (or a --config with data.path)")
-    cfg = PreprocessConfig(videos=args.videos, captions=args.captions, shard_size=args.shard_size,
-                           batch_size=args.batch_size, workers=args.workers, storage_dtype=args.storage_dtype,
-                           encoder_dtype=args.encoder_dtype, retry_skipped=args.retry_skipped, **values)
-    dist = init_distributed()
-    try:
-        report = preprocess(cfg, dist)
-    finally:
-        shutdown_distributed()
-    if dist.rank == 0:
-        summary = {k: report[k] for k in ("discovered", "encoded", "skipped", "skipped_by_reason")}
-        print(json.dumps(summary), f"-> {Path(cfg.out) / 'index.json'}, report {Path(cfg.out) / 'report.json'}")
-    return report
-
-
-__all__ = ["PreprocessConfig", "preprocess", "main"]

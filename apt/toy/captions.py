@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from apt.data.toy import COLOUR_NAMES, DIRECTION_NAMES, caption, combo_id, held_out_combos
+from apt.toy.world import COLOUR_NAMES, DIRECTION_NAMES, caption, combo_id, held_out_combos
 
 NO_DIRECTION = len(DIRECTION_NAMES)  # label of an image caption (no motion)
 

@@ -6,10 +6,21 @@ a real Wan 2.1 folder. `scripts/build_toy.py` trains each from scratch.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from apt.model_folder import MANIFEST, SHIPPED_MODELS
+
 # A diffusers-layout folder inside the package: transformer/, vae/, text_encoder/, tokenizer/.
-TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-wan"
+TOY_MODEL_DIR = SHIPPED_MODELS["toy"]
+# What the toy teacher samples by default, declared in its folder's manifest (apt/loading.py).
+NATIVE_SAMPLE = dict(height=32, width=32, frames=9, fps=8, upscale=4)
+
+
+def write_manifest(model_dir: str | Path) -> None:
+    manifest = {"kind": "teacher", "sample": NATIVE_SAMPLE,
+                "notes": "The toy world's teacher (scripts/build_toy.py): 9-frame 32x32 clips of moving digits."}
+    (Path(model_dir) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
 # 4x spatial / 4x temporal (two down stages): 9x32x32 RGB clips -> 8 x 3x8x8 latents.
 VAE_CONFIG = dict(

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from apt.data.toy import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES
+from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES
 
 EVALUATOR_DIR = Path(__file__).resolve().parent.parent / "assets" / "evaluator"
 HEADS = {"digit": len(DIGIT_WORDS), "colour": len(COLOUR_NAMES), "direction": len(DIRECTION_NAMES)}

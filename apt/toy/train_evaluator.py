@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from apt.data.toy import MovingDigits
+from apt.toy.world import MovingDigits
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, ClipEvaluator, save_evaluator, score_clips
 
 REPORT_NAME = "report.json"

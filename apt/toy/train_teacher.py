@@ -19,10 +19,10 @@ from tqdm import tqdm
 
 from apt import flow
 from apt.backbone import WanBackbone
-from apt.data.latents import encode_toy_clips
-from apt.data.toy import MovingDigits, ToyWorldConfig
+from apt.toy.data import encode_toy_clips
+from apt.toy.world import MovingDigits, ToyWorldConfig
 from apt.loading import load_components
-from apt.toy.components import TRANSFORMER_CONFIG
+from apt.toy.components import TRANSFORMER_CONFIG, write_manifest
 from apt.toy.report import record
 
 SAMPLING_SHIFT = 3.0  # written into the folder's scheduler config
@@ -103,6 +103,7 @@ def save_pipeline_folder(model_dir: Path, transformer, comps) -> None:
     pipe = WanPipeline(tokenizer=comps.text.tokenizer, text_encoder=comps.text.encoder, vae=comps.vae.vae,
                        transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=SAMPLING_SHIFT))
     pipe.save_pretrained(model_dir)
+    write_manifest(model_dir)
     # a continued teacher remembers the folder it was loaded from; keep build paths out of the shipped config
     for config in Path(model_dir).glob("*/config.json"):
         data = json.loads(config.read_text())

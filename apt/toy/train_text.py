@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
-from apt.data.toy import COLOUR_NAMES, DIRECTION_NAMES
+from apt.toy.world import COLOUR_NAMES, DIRECTION_NAMES
 from apt.text import TextEncoder
 from apt.toy.captions import random_captions
 from apt.toy.components import MAX_TEXT_TOKENS, TEXT_ENCODER_CONFIG

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from tqdm import tqdm
 
-from apt.data.toy import MovingDigits
+from apt.toy.world import MovingDigits
 from apt.toy.components import VAE_CONFIG
 from apt.toy.report import record
 

@@ -1,4 +1,5 @@
-"""Sample videos at fixed seeds during training: every rank runs the (sharded) generator, rank 0 writes."""
+"""Preview videos at fixed prompts and seeds during training: every rank runs the (sharded) generator,
+rank 0 writes one mp4 per prompt, grid.png and preview.gif (TensorBoard plays it) into the run folder."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import torch
 
 from apt.pipeline import initial_noise
-from apt.video import frame_grid, write_mp4
+from apt.run_folder import samples_dir
+from apt.video import frame_grid, tiled_gif, write_mp4
 
 
 class SampleWriter:
@@ -19,11 +21,11 @@ class SampleWriter:
         self.fps, self.upscale = fps, upscale
 
     @classmethod
-    def for_run(cls, sampling_cfg, components, latent_shape: tuple[int, ...], rank: int) -> "SampleWriter":
-        """From a run's `sampling` config; every rank embeds the prompts, rank 0 keeps the VAE to decode."""
-        return cls(sampling_cfg.prompts, components.text.encode(sampling_cfg.prompts), latent_shape,
-                   sampling_cfg.seed, vae=components.vae if rank == 0 else None, rank=rank,
-                   fps=sampling_cfg.fps, upscale=sampling_cfg.upscale)
+    def for_run(cls, preview_cfg, components, latent_shape: tuple[int, ...], rank: int) -> "SampleWriter":
+        """From a run's `preview` config; every rank embeds the prompts, rank 0 keeps the VAE to decode."""
+        return cls(preview_cfg.prompts, components.text.encode(preview_cfg.prompts), latent_shape,
+                   preview_cfg.seed, vae=components.vae if rank == 0 else None, rank=rank,
+                   fps=preview_cfg.fps, upscale=preview_cfg.upscale)
 
     @torch.no_grad()
     def write(self, generator: torch.nn.Module, step: int, out_dir: Path) -> Path | None:
@@ -32,9 +34,10 @@ class SampleWriter:
         if self.rank != 0 or self.vae is None:
             return None
         videos = self.vae.decode(latents)
-        folder = Path(out_dir) / "samples" / f"step_{step:08d}"
+        folder = samples_dir(out_dir, step)
         for i, (prompt, video) in enumerate(zip(self.prompts, videos)):
             slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:48].strip("_")
             write_mp4(video, folder / f"{i:02d}_{slug}.mp4", fps=self.fps, upscale=self.upscale)
         frame_grid(list(videos), self.prompts, upscale=self.upscale).save(folder / "grid.png")
+        (folder / "preview.gif").write_bytes(tiled_gif(list(videos), self.upscale, self.fps))
         return folder

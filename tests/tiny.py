@@ -91,6 +91,7 @@ def write_tiny_run(run_dir: str | Path, model_dir: str | Path, step: int = 3, na
     Returns the step directory."""
     from apt.backbone import WanBackbone
     from apt.checkpoint import CheckpointManager
+    from apt.run_folder import checkpoints_dir
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -103,4 +104,4 @@ def write_tiny_run(run_dir: str | Path, model_dir: str | Path, step: int = 3, na
             for p in backbone.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=gen))
         models[name] = backbone
-    return CheckpointManager(run_dir).save(step, models, {}, {"samples_seen": 0})
+    return CheckpointManager(checkpoints_dir(run_dir)).save(step, models, {}, {"samples_seen": 0})

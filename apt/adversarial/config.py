@@ -31,6 +31,7 @@ class AdversarialConfig:
     def validate(self):
         if not self.generator_init:
             raise ConfigError("adv.generator_init: give the stage-1 run (or checkpoint) the generator starts from")
+
         if self.loss not in ("nonsaturating", "relativistic"):
             raise ConfigError(f"adv.loss must be 'nonsaturating' or 'relativistic', got {self.loss!r}")
         if self.lr_heads < 0:

@@ -1,4 +1,4 @@
-"""Adversarial losses of stage 2 (PAPER.md; the paper's printed signs are inconsistent, these are
+"""Adversarial losses of stage 2 (Seaweed-APT, arXiv 2501.08316; its printed signs are inconsistent, these are
 the standard non-saturating ones):
 
     L_D = softplus(-D(x)) + softplus(D(x_hat)) + lambda * L_aR1

@@ -1,29 +1,30 @@
-"""Stage 2 as a harness stage: alternating discriminator and generator updates (PAPER.md).
+"""Stage 2 as a harness stage: alternating discriminator and generator updates (Seaweed-APT, arXiv 2501.08316).
 
     G(z, c) = z - v(z, 1, c)           initialised from the stage-1 EMA
     D = teacher copy + token heads     initialised from the ORIGINAL teacher, all used weights trained
     D step: L_D = softplus(-D(x)) + softplus(D(G(z))) + lambda * ||D(x) - D(x + sigma n)||^2
     G step: L_G = softplus(-D(G(z)))   then EMA of G
 RMSProp (alpha 0.9) for both, no weight decay, no gradient clipping. Optional (off by default):
-APT2's relativistic loss and approximate R2, SeedVR2's feature matching (apt/losses.py).
+APT2's relativistic loss and approximate R2, SeedVR2's feature matching (apt/adversarial/losses.py).
 """
 
 from __future__ import annotations
 
-import copy
 import math
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from apt import flow, losses
-from apt.adversarial_config import APTConfig
+from apt import flow
+from apt.adversarial import losses
+from apt.adversarial.config import APTConfig
 from apt.backbone import WanBackbone
-from apt.distributed import DistInfo, all_reduce_mean, ema_update, parallelize_backbone
+from apt.distributed import DistInfo, all_reduce_mean, grad_norm
+from apt.ema import ema_update, trainable_with_ema
+from apt.estimate import per_sample_flops, tokens_of
 from apt.generator import OneStepGenerator
-from apt.samples import SampleWriter
+from apt.previews import SampleWriter
 from discriminator.model import Discriminator
 from discriminator.parallel import parallelize_discriminator
 
@@ -43,24 +44,18 @@ def _frozen(params: list[torch.nn.Parameter]):
             p.requires_grad_(True)
 
 
-def _grad_norm(module: torch.nn.Module) -> float:
-    norm = torch.nn.utils.get_total_norm([p.grad for p in module.parameters() if p.grad is not None])
-    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
-
-
 class AdversarialPostTraining:
     name = "apt"
 
     def __init__(self, cfg: APTConfig, dist: DistInfo, teacher: WanBackbone, generator_init: WanBackbone,
-                 samples: SampleWriter):
-        self.cfg, self.dist, self.samples = cfg, dist, samples
+                 previews: SampleWriter):
+        self.cfg, self.dist, self.previews = cfg, dist, previews
+        self.accum = cfg.train.grad_accum(dist.world_size)
         adv, par = cfg.adv, cfg.parallel
-        self.generator = OneStepGenerator(generator_init.train().requires_grad_(True))
-        self.ema = OneStepGenerator(WanBackbone(copy.deepcopy(generator_init.model)).eval().requires_grad_(False))
+        generator, ema = trainable_with_ema(generator_init, par, copy_init=False)
+        self.generator, self.ema = OneStepGenerator(generator), OneStepGenerator(ema)
         self.discriminator = Discriminator.from_teacher(teacher, taps=tuple(adv.taps) or None,
                                                         mlp_ratio=adv.head_mlp_ratio)
-        parallelize_backbone(self.generator.backbone, par)
-        parallelize_backbone(self.ema.backbone, replace(par, activation_checkpointing=False))
         parallelize_discriminator(self.discriminator, par)
         rms = dict(alpha=adv.rmsprop_alpha, eps=1e-8, weight_decay=0.0)
         self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=adv.lr_generator, **rms)
@@ -73,12 +68,18 @@ class AdversarialPostTraining:
         self.low_d_loss_steps = 0
 
     # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so
-    # load_generator_from_checkpoint and export read either stage's checkpoint.
+    # apt.run_folder.load_generator and export read either stage's checkpoint.
     def modules(self):
         return {"generator": self.generator.backbone, "ema": self.ema.backbone, "discriminator": self.discriminator}
 
     def optimizers(self):
         return {"generator": (self.generator.backbone, self.opt_g), "discriminator": (self.discriminator, self.opt_d)}
+
+    def flops_per_sample(self, latent_shape: tuple[int, ...], text_tokens: int) -> float:
+        g = self.generator.backbone
+        return per_sample_flops("apt", dict(g.config), tokens_of(latent_shape, g.patch_size), text_tokens,
+                                g.num_blocks, self.discriminator.taps, self.cfg.adv.head_mlp_ratio,
+                                self.cfg.parallel.activation_checkpointing)["per_sample"]
 
     def _fake(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.generator(torch.randn_like(x), text)
@@ -116,18 +117,24 @@ class AdversarialPostTraining:
         return losses.g_loss(fake_logits)
 
     def train_step(self, next_batch, step: int) -> dict[str, float]:
-        adv, accum, dev = self.cfg.adv, self.cfg.train.grad_accum, self.dist.device
         m: dict[str, float] = {}
+        self._discriminator_step(next_batch, m)
+        self._generator_step(next_batch, m)
+        ema_update(self.ema, self.generator, self.cfg.adv.ema_decay)
+        self._guard(step, m)
+        return m
 
-        def add(key, value):
-            m[key] = m.get(key, 0.0) + float(value) / accum
+    def _add(self, m: dict[str, float], key: str, value) -> None:
+        """Accumulate a metric as its mean over the update's micro-batches."""
+        m[key] = m.get(key, 0.0) + float(value) / self.accum
 
-        # -- discriminator update -----------------------------------------------------------
+    def _discriminator_step(self, next_batch, m: dict[str, float]) -> None:
+        adv, dev = self.cfg.adv, self.dist.device
         # The non-saturating L_D is a sum of a real and a fake half: backpropagating the fake half
         # (with its aR2) before the real pass keeps two D passes' activations alive, not three or four.
         separable = adv.loss == "nonsaturating"
         self.opt_d.zero_grad(set_to_none=True)
-        for _ in range(accum):
+        for _ in range(self.accum):
             batch = next_batch()
             x, text = batch["latent"].to(dev), batch["text"].to(dev)
             with torch.no_grad():
@@ -135,29 +142,30 @@ class AdversarialPostTraining:
             fake_logits, r2 = self._d_pass(fake, text, adv.r2_weight, adv.r2_sigma)
             r2_term = adv.r2_weight * r2 if r2 is not None else 0.0
             if separable:
-                ((losses.d_loss_fake(fake_logits) + r2_term) / accum).backward()
+                ((losses.d_loss_fake(fake_logits) + r2_term) / self.accum).backward()
                 fake_logits, r2_term = fake_logits.detach(), 0.0
             real_logits, r1 = self._d_pass(x, text, adv.r1_weight, adv.r1_sigma)
             loss_d = self._d_loss(real_logits, fake_logits)
             total = loss_d + r2_term + (adv.r1_weight * r1 if r1 is not None else 0.0)
-            (total / accum).backward()
+            (total / self.accum).backward()
             for key, value in (("aR1", r1), ("aR2", r2)):
                 if value is not None:
-                    add(key, value.item())
-            add("d_loss", loss_d.item())
-            add("d_real", real_logits.mean().item())
-            add("d_fake", fake_logits.mean().item())
-            add("d_accuracy", losses.d_accuracy(real_logits, fake_logits))
-        m["d_grad_norm"] = _grad_norm(self.discriminator)
+                    self._add(m, key, value.item())
+            self._add(m, "d_loss", loss_d.item())
+            self._add(m, "d_real", real_logits.mean().item())
+            self._add(m, "d_fake", fake_logits.mean().item())
+            self._add(m, "d_accuracy", losses.d_accuracy(real_logits, fake_logits))
+        m["d_grad_norm"] = grad_norm(self.discriminator.parameters())
         self.opt_d.step()
 
-        # -- generator update ---------------------------------------------------------------
+    def _generator_step(self, next_batch, m: dict[str, float]) -> None:
+        adv, dev = self.cfg.adv, self.dist.device
         self.opt_g.zero_grad(set_to_none=True)
         matching = adv.feature_matching_weight > 0
         # D's weights are not updated here: no weight gradients for them (nor their reduce-scatter),
         # only the gradient through D to G's samples.
         with _frozen(self.d_trainable):
-            for _ in range(accum):
+            for _ in range(self.accum):
                 batch = next_batch()
                 x, text = batch["latent"].to(dev), batch["text"].to(dev)
                 t, noise = self._renoising(x)
@@ -172,14 +180,11 @@ class AdversarialPostTraining:
                 if matching:
                     fm = losses.feature_matching(real_out[1], fake_out[1])
                     total = total + adv.feature_matching_weight * fm
-                    add("feature_matching", fm.item())
-                (total / accum).backward()
-                add("g_loss", loss_g.item())
-        m["g_grad_norm"] = _grad_norm(self.generator)
+                    self._add(m, "feature_matching", fm.item())
+                (total / self.accum).backward()
+                self._add(m, "g_loss", loss_g.item())
+        m["g_grad_norm"] = grad_norm(self.generator.parameters())
         self.opt_g.step()
-        ema_update(self.ema, self.generator, adv.ema_decay)
-        self._guard(step, m)
-        return m
 
     def _guard(self, step: int, m: dict[str, float]) -> None:
         """Stop with a clear message when training has collapsed (the last checkpoint is intact)."""
@@ -196,4 +201,4 @@ class AdversarialPostTraining:
 
     @torch.no_grad()
     def sample(self, step: int, out_dir: Path) -> None:
-        self.samples.write(self.ema, step, out_dir)
+        self.previews.write(self.ema, step, out_dir)

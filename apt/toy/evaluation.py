@@ -1,6 +1,8 @@
 """Evaluate models on the toy world: generate clips for held-out-combination prompts with each model
 (teacher at N steps with CFG, a training run's generator in 1 or 2 steps, or real clips as the
-reference line), time the generation, and score the clips with apt/metrics.py.
+reference line), time the generation, and score the clips: attributes and features read by the
+shipped evaluator (apt/toy/evaluator.py), sharpness and Frechet distance (apt/metrics.py) against
+real held-out clips.
 
 Every model sees the same prompts and the same initial noise (sample i: seed + i), so rows differ
 only by the model.
@@ -8,6 +10,7 @@ only by the model.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -16,11 +19,71 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from apt.metrics import REFERENCE_CLIPS, REFERENCE_SEED, evaluate_videos
+from apt.config import ConfigError
 from apt.loading import Components
-from apt.pipeline import SampleConfig, Sampler
+from apt.metrics import check_videos, edge_sharpness, frechet_distance, gaussian_stats, sharpness
+from apt.pipeline import Sampler, SamplingParams
+from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
+from apt.toy.world import (COLOUR_NAMES, DIRECTION_NAMES, MovingDigits, ToyWorldConfig, caption, combo_id,
+                           glyph_indices, held_out_combos, render, spec_with_random_position)
 
 REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream per request
+REFERENCE_CLIPS = 1000
+REFERENCE_SEED = 0
+
+
+def check_prompts(n: int, seed: int = 0, held_out: bool = False) -> list[dict]:
+    """n (digit, colour, direction) requests: training combos, or only held-out ones."""
+    rng, held, out = np.random.default_rng(seed), held_out_combos(), []
+    while len(out) < n:
+        d, c, m = int(rng.integers(10)), int(rng.integers(len(COLOUR_NAMES))), int(rng.integers(len(DIRECTION_NAMES)))
+        if (combo_id(d, c, m) in held) == held_out:
+            out.append({"digit": d, "colour": c, "direction": m, "caption": caption(d, c, m)})
+    return out
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Real clips and what the metrics need from them, computed once."""
+
+    videos: torch.Tensor
+    mu: torch.Tensor
+    cov: torch.Tensor
+    sharpness: float
+    edge_sharpness: float
+
+
+@functools.lru_cache(maxsize=2)
+def real_reference(n: int = REFERENCE_CLIPS, seed: int = REFERENCE_SEED) -> Reference:
+    """n real held-out clips (toy 'eval' split: held-out glyphs and combinations) at a fixed seed."""
+    data = MovingDigits("eval", length=n, seed=seed)
+    videos = torch.stack([data[i]["video"] for i in range(n)])
+    mu, cov = gaussian_stats(score_clips(videos)[1])
+    return Reference(videos, mu, cov, sharpness(videos), edge_sharpness(videos))
+
+
+def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Reference | None = None) -> dict:
+    """Metrics of clips (B, 3, F, H, W) in [-1, 1] generated for requests [{digit, colour, direction}, ...].
+
+    Returns digit/colour/direction/all accuracy (evaluator), frechet_distance (evaluator features,
+    against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio,
+    edge_sharpness_ratio and n.
+    """
+    check_videos(videos)
+    if len(videos) != len(requests):
+        raise ValueError(f"{len(videos)} clips but {len(requests)} requests")
+    reference = reference or real_reference()
+    preds, feats = score_clips(videos)
+    hits = {k: preds[k] == torch.tensor([int(r[k]) for r in requests]) for k in HEADS}
+    out = {k: h.float().mean().item() for k, h in hits.items()}
+    out["all"] = torch.stack(list(hits.values())).all(0).float().mean().item()
+    out["frechet_distance"] = frechet_distance(*gaussian_stats(feats), reference.mu, reference.cov)
+    out["sharpness_ratio"] = sharpness(videos) / reference.sharpness
+    out["edge_sharpness_ratio"] = edge_sharpness(videos) / reference.edge_sharpness
+    out["n"] = len(videos)
+    return out
+
+
 
 
 @dataclass(frozen=True)
@@ -52,20 +115,18 @@ def model_specs(teacher_steps: int | None, runs: list[str], two_step: list[str] 
     for arg in runs:
         name, sep, run_dir = arg.partition("=")
         if not sep or not name or not run_dir:
-            raise ValueError(f"--run takes name=run_dir, got {arg!r}")
+            raise ConfigError(f"--run takes name=run_dir, got {arg!r}")
         named[name] = Path(run_dir)
         specs.append(ModelSpec(f"{name} 1-step", "generator", 1, Path(run_dir)))
     for name in two_step:
         if name not in named:
-            raise ValueError(f"--two-step {name!r} names no --run (have: {', '.join(named) or 'none'})")
+            raise ConfigError(f"--two-step {name!r} names no --run (have: {', '.join(named) or 'none'})")
         specs.append(ModelSpec(f"{name} 2-step", "generator", 2, named[name]))
     return specs
 
 
 def real_clips(requests: list[dict], seed: int) -> torch.Tensor:
     """Real clips showing exactly the requested attributes, with held-out glyphs at random positions."""
-    from apt.data.toy import ToyWorldConfig, glyph_indices, render, spec_with_random_position
-
     world, clips = ToyWorldConfig(), []
     for i, r in enumerate(requests):
         rng = np.random.default_rng([seed, REAL_SEED_OFFSET, i])
@@ -86,13 +147,13 @@ def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path,
     if spec.kind == "vae":
         real = real_clips(requests, seed)
         return torch.cat([components.vae.decode(components.vae.encode(c)) for c in real.split(batch_size)]), None
-    cfg = SampleConfig(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
+    cfg = SamplingParams(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
     if spec.kind == "teacher":
         sampler = Sampler(components)
     else:
-        from apt.generator import load_generator_from_checkpoint
+        from apt.run_folder import load_generator
 
-        gen = load_generator_from_checkpoint(spec.run_dir, model_dir)
+        gen = load_generator(spec.run_dir, model_dir)
         # the serving path: the generator's backbone in place of the teacher, guidance already distilled in
         sampler = Sampler(Components(gen.backbone, components.vae, components.text), one_step=True)
         cfg = replace(cfg, guidance_scale=1.0)
@@ -107,10 +168,9 @@ def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path,
 
 def evaluate_models(specs: list[ModelSpec], model_dir: Path, n: int = 96, seed: int = 0, batch_size: int = 16,
                     progress: bool = True) -> tuple[dict[str, dict], dict[str, torch.Tensor], list[dict]]:
-    """Per model: metrics (apt.metrics.evaluate_videos plus seconds_per_clip), its clips, and the requests
+    """Per model: metrics (evaluate_videos plus seconds_per_clip), its clips, and the requests
     (n held-out-combination prompts drawn with `seed`; real reference: REFERENCE_CLIPS 'eval' clips)."""
     from apt.loading import load_components
-    from apt.toy.teacher_check import check_prompts
 
     requests = check_prompts(n, seed, held_out=True)
     components = load_components(model_dir) if any(s.kind != "real" for s in specs) else None
@@ -126,11 +186,9 @@ def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
     """What the numbers depend on, for metrics.json."""
     import json
 
-    from apt.toy.evaluator import EVALUATOR_DIR
-
     report = EVALUATOR_DIR / "report.json"
     return {
-        "prompts": f"{n} held-out (digit, colour, direction) combinations, apt.toy.teacher_check.check_prompts(seed={seed})",
+        "prompts": f"{n} held-out (digit, colour, direction) combinations, apt.toy.evaluation.check_prompts(seed={seed})",
         "seed": seed, "batch_size": batch_size, "model_dir": str(model_dir),
         "reference": {"split": "eval (held-out glyphs and combinations)", "clips": REFERENCE_CLIPS, "seed": REFERENCE_SEED},
         "evaluator_heldout_accuracy": json.loads(report.read_text())["heldout"]["accuracy"] if report.exists() else None,

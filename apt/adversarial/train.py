@@ -1,0 +1,60 @@
+"""Stage 2 entry: adversarial post-training of the one-step generator.
+
+    apt-train --config configs/toy/apt.yaml adv.generator_init=outputs/quickstart/cd
+    torchrun --nproc_per_node 2 scripts/train_apt.py --config configs/toy/apt.yaml adv.generator_init=runs/toy-distill
+"""
+
+from __future__ import annotations
+
+from apt.adversarial.config import APTConfig
+from apt.command import console_script
+from apt.entry import run_training
+
+
+def check_generator_init(cfg: APTConfig) -> None:
+    """Fail before the data is encoded and the models are loaded when the stage-1 run is missing."""
+    from apt.run_folder import resolve_checkpoint
+
+    if cfg.adv.generator_init != "teacher":
+        try:
+            resolve_checkpoint(cfg.adv.generator_init)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"adv.generator_init={cfg.adv.generator_init}: {err} "
+                                    f"(run stage 1 first, or point it at a stage-1 run folder)") from None
+
+
+def initial_generator(spec: str, teacher):
+    """The stage-1 EMA generator (run dir or checkpoint dir), loaded before any sharding."""
+    import copy
+
+    from apt.backbone import WanBackbone
+    from apt.checkpoint import load_model_from_checkpoint
+    from apt.run_folder import resolve_checkpoint
+
+    backbone = WanBackbone(copy.deepcopy(teacher.model))
+    if spec == "teacher":
+        return backbone
+    try:
+        checkpoint = resolve_checkpoint(spec)
+    except FileNotFoundError as err:
+        raise FileNotFoundError(f"adv.generator_init={spec}: {err}") from err
+    load_model_from_checkpoint(checkpoint, "ema", backbone)
+    return backbone
+
+
+def build_stage(cfg: APTConfig, dist, comps, previews):
+    import torch
+
+    from apt.adversarial.stage import AdversarialPostTraining
+
+    generator = initial_generator(cfg.adv.generator_init, comps.transformer)
+    # the discriminator's new heads are randomly initialised: the same on every rank and every run
+    torch.manual_seed(cfg.train.seed)
+    return AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews)
+
+
+def main(argv=None) -> dict:
+    return run_training(APTConfig, __doc__, argv, build_stage, prog="apt-train", preflight=check_generator_init)
+
+
+cli = console_script(main, distributed=True)  # exits without interpreter teardown

@@ -1,0 +1,78 @@
+"""Per-GPU memory and FLOPs of a training step, by arithmetic over the real Wan configs built on the
+meta device (no weights, no GPU): what fits before renting GPUs.
+
+    apt-estimate --model wan2.1-1.3b --gpus 256 --micro-batch 1 --batch 2048 --frames 49 --height 720 --width 1280
+    apt-estimate --model wan2.1-14b --gpus 1024 --batch 2048 --json
+    apt-estimate --check      # also measure a tiny CPU run and compare it with the arithmetic
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from apt.command import console_script, run_command
+from apt.config import ConfigError, option, parse_command
+from apt.estimate import WAN_MODELS, Setup, estimate, format_table
+
+
+@dataclass
+class EstimateConfig:
+    model: str = option("wan2.1-1.3b", "Wan config", choices=tuple(sorted(WAN_MODELS)))
+    stage: str = option("apt", "apt (stage 2) or distill (stage 1)", choices=("apt", "distill"))
+    gpus: int = option(64, "GPUs the step is sharded over")
+    micro_batch: int = option(1, "samples per GPU per forward/backward")
+    batch: int = option(0, "global batch per update; 0 = micro-batch x GPUs")
+    frames: int = option(49, "clip frames")
+    height: int = option(720, "clip height")
+    width: int = option(1280, "clip width")
+    taps: str = option("", "comma-separated 1-based D taps; default 4/9, 13/18, 1 of depth")
+    fp32: bool = option(False, "fp32 compute instead of bf16")
+    activation_checkpointing: bool = option(True, "checkpoint every block (--no-activation-checkpointing)")
+    mfu: float = option(0.4, "model FLOPs utilisation for the time estimate")
+    json: bool = option(False, "print JSON instead of the table")
+    check: bool = option(False, "also compare the arithmetic with a measured tiny CPU run")
+
+    def validate(self):
+        if self.model not in WAN_MODELS:
+            raise ConfigError(f"model must be one of {', '.join(sorted(WAN_MODELS))}, got {self.model!r}")
+        if self.stage not in ("apt", "distill"):
+            raise ConfigError(f"stage must be apt or distill, got {self.stage!r}")
+        if min(self.gpus, self.micro_batch, self.frames, self.height, self.width) < 1 or self.batch < 0:
+            raise ConfigError("gpus, micro_batch, frames, height and width must be >= 1, batch >= 0")
+        if not 0 < self.mfu <= 1:
+            raise ConfigError(f"mfu must be in (0, 1], got {self.mfu}")
+
+
+def run(a: EstimateConfig) -> dict:
+    try:
+        taps = tuple(int(x) for x in a.taps.split(",")) if a.taps else None
+    except ValueError:
+        raise ConfigError(f"taps must be comma-separated integers, got {a.taps!r}") from None
+    setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
+                  frames=a.frames, height=a.height, width=a.width, compute_bytes=4 if a.fp32 else 2, taps=taps,
+                  activation_checkpointing=a.activation_checkpointing)
+    r = estimate(setup)
+    if a.json:
+        out = {"model": a.model, "stage": a.stage, "gpus": a.gpus, "micro_batch": a.micro_batch, "batch": r["batch"],
+               "grad_accum": r["grad_accum"], "latent": r["latent"], "tokens": r["tokens"],
+               "params": {k: v for k, v in r["counts"].items() if k != "taps"}, "taps": list(r["counts"]["taps"]),
+               "memory_bytes": r["memory"], "total_bytes": r["total_bytes"], "activations_bytes": r["activations"],
+               "flops": r["flops"]}
+        print(json.dumps(out, indent=1))
+    else:
+        print(format_table(r, a.mfu, a.model))
+    if a.check:
+        from apt.estimate_check import compare
+
+        print("\ntiny CPU run (fp32, 6 blocks, 192 tokens): measured vs estimated")
+        for name, got, want, ratio in compare():
+            print(f"  {name:<16} {got:>14,.0f} {want:>14,.0f}  x{ratio:.3f}")
+    return r
+
+
+def main(argv=None) -> dict:
+    return run_command(lambda: run(parse_command(EstimateConfig, argv, __doc__, prog="apt-estimate")))
+
+
+cli = console_script(main)
