@@ -12,7 +12,7 @@ from apt.config import parse_command
 
 def run_training(schema: type, doc: str, argv, build_stage: Callable, prog: str,
                  preflight: Callable | None = None) -> dict:
-    """build_stage(cfg, dist, components, previews) -> stage; the text encoder and the teacher are
+    """build_stage(cfg, dist, components, previews, dataset) -> stage; the text encoder and the teacher are
     released after it (a stage keeps its own reference to what it needs), so a stage embeds
     whatever prompts it needs while building. The config is parsed and checked (and `preflight(cfg)`
     checks what it names on disk) before anything heavy is imported or loaded."""
@@ -47,7 +47,7 @@ def _train(cfg, build_stage: Callable) -> dict:
         comps = load_components(model_dir)
         dataset = training_dataset(cfg.data, comps, model_dir, dist)
         previews = SampleWriter.for_run(cfg.preview, comps, tuple(dataset[0]["latent"].shape), dist.rank)
-        stage = build_stage(cfg, dist, comps, previews)
+        stage = build_stage(cfg, dist, comps, previews, dataset)
         # Drop what the stage did not keep: the text encoder, and in stage 2 the teacher it copied
         # (for a 14B model, ~57 GB of fp32 host memory per rank).
         comps.text = comps.transformer = None

@@ -44,6 +44,7 @@ class Setup:
     compute_bytes: int = 2  # bf16 compute (parallel.mixed_precision=bf16); 4 for fp32
     master_bytes: int = 4  # fp32 sharded master weights, gradients, optimiser states, EMA
     activation_checkpointing: bool = True
+    optimizer_states: int = 2  # stage 2's per-parameter states: Adam (beta1 0) 2, RMSprop 1
 
 
 def build_on_meta(model_cfg: dict):
@@ -194,11 +195,12 @@ def estimate(s: Setup) -> dict:
     p = c["total"]
     mem = {"G params (fp32, sharded)": mb * p / gpus, "G grads (fp32, sharded)": mb * p / gpus}
     if s.stage == "apt":
-        mem["G RMSProp square_avg (fp32, sharded)"] = mb * p / gpus
+        # Adam with beta1 0 (adv.optimizer=adam) keeps exp_avg and exp_avg_sq; RMSprop only the latter
+        mem["G Adam exp_avg + exp_avg_sq (fp32, sharded)"] = s.optimizer_states * mb * p / gpus
         mem["EMA of G (fp32, sharded)"] = mb * p / gpus
         mem["D params (fp32, sharded)"] = mb * c["d_total"] / gpus
         mem["D grads (fp32, sharded)"] = mb * c["d_trainable"] / gpus
-        mem["D RMSProp square_avg (fp32, sharded)"] = mb * c["d_trainable"] / gpus
+        mem["D Adam exp_avg + exp_avg_sq (fp32, sharded)"] = s.optimizer_states * mb * c["d_trainable"] / gpus
         # both roots stay gathered from forward to backward; one block in use + one prefetched, and one
         # block's unsharded gradient awaiting reduce-scatter
         mem["gathered bf16 params + grads"] = mw * (2 * c["root"] + 3 * c["block"])

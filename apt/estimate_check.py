@@ -1,6 +1,6 @@
 """Check apt/estimate.py's arithmetic against a measured tiny run on CPU.
 
-Measured exactly: parameter, gradient and RMSProp-state bytes of a real G, D and EMA after one
+Measured exactly: parameter, gradient and optimiser-state bytes (stage 2's Adam with beta1 0) of a real G, D and EMA after one
 update; the activations each phase of a stage-2 step keeps for backward (the unique storages that
 autograd saves, caught by saved_tensors_hooks, parameters excluded) with activation checkpointing on;
 one block's full activations (what the backward recomputes at a time); and matmul/attention FLOPs of
@@ -88,8 +88,10 @@ def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> 
         g.backbone.run_block(0, tokens, emb)
 
     (loss_g + loss_d).backward()
-    opt_g = torch.optim.RMSprop(g.parameters(), lr=1e-6, alpha=0.9)
-    opt_d = torch.optim.RMSprop([p for p in d.parameters() if p.requires_grad], lr=1e-6, alpha=0.9)
+    from apt.adversarial.stage import make_optimizer
+
+    opt_g = make_optimizer("adam", g.parameters(), 1e-6, 0.9)
+    opt_d = make_optimizer("adam", [p for p in d.parameters() if p.requires_grad], 1e-6, 0.9)
     opt_g.step()
     opt_d.step()
 
@@ -113,7 +115,7 @@ def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> 
         "g_params": nbytes(g.parameters()), "ema_params": nbytes(ema.parameters()),
         "d_params": nbytes(d.parameters()), "g_grads": nbytes(p.grad for p in g.parameters()),
         "d_grads": nbytes(p.grad for p in d.parameters() if p.grad is not None),
-        "g_rmsprop": opt_bytes(opt_g), "d_rmsprop": opt_bytes(opt_d),
+        "g_optimizer": opt_bytes(opt_g), "d_optimizer": opt_bytes(opt_d),
         "act_g_step": g_step.total, "act_d_step": d_step.total, "act_block": block.total,
         "g_forward_flops": counter.get_total_flops(), "d_forward_flops": d_counter.get_total_flops(),
         "tokens": n,
@@ -129,7 +131,7 @@ def predict(model_cfg: dict = TINY, setup: dict = TINY_SETUP) -> dict:
     return {
         "g_params": 4 * cnt["total"], "ema_params": 4 * cnt["total"], "d_params": 4 * cnt["d_total"],
         "g_grads": 4 * cnt["total"], "d_grads": 4 * cnt["d_trainable"],
-        "g_rmsprop": 4 * cnt["total"], "d_rmsprop": 4 * cnt["d_trainable"],
+        "g_optimizer": 2 * 4 * cnt["total"], "d_optimizer": 2 * 4 * cnt["d_trainable"],
         "act_g_step": acts["g_step"] - rec, "act_d_step": acts["d_step"] - rec, "act_block": rec,
         "g_forward_flops": forward_flops(n, model_cfg, cnt["blocks"], s.text_tokens),
         "d_forward_flops": forward_flops(n, model_cfg, cnt["taps"][-1], s.text_tokens, "tokens", len(cnt["taps"]),

@@ -5,7 +5,12 @@
 - sharpness: Laplacian energy, compared as a ratio against real clips;
 - edge sharpness: Laplacian energy per unit of gradient energy. Laplacian energy alone also grows with
   the amount of ink (a bigger or brighter blurry blob scores higher); the ratio of the two depends on
-  how wide the edges are, not on how much edge there is.
+  how wide the edges are, not on how much edge there is, but it also falls when strokes get fatter
+  with no blur at all (a stroke's two edges stop interfering);
+- edge steepness: the brightness slope across the edges of the ink, per unit of the frame's peak
+  brightness, measured only in the band where brightness crosses from 25% to 75% of the peak. Moving
+  an edge outwards (a fatter stroke) keeps its slope; blurring it lowers the slope. It separates edge
+  width from stroke width.
 The toy world's evaluation (apt/toy/evaluation.py) reads attributes and features with its evaluator.
 """
 
@@ -59,6 +64,26 @@ def edge_sharpness(videos: torch.Tensor) -> float:
     if gradient <= 0:
         raise ValueError("the clips are flat (zero gradient energy): edge sharpness is undefined")
     return _laplacian_energy(frames) / gradient
+
+
+def edge_steepness(videos: torch.Tensor, low: float = 0.25, high: float = 0.75, min_peak: float = 0.1) -> float:
+    """Mean brightness gradient (central differences, 1 / pixel) over the pixels whose brightness lies
+    between `low` and `high` of their frame's peak, with brightness the max over RGB in [0, 1] and each
+    frame divided by its peak; frames darker than `min_peak` (nothing drawn) are left out. A step
+    blurred to width w scores about 0.8 / w."""
+    check_videos(videos)
+    b, c, f, h, w = videos.shape
+    frames = ((videos.detach().float().clamp(-1, 1) + 1) / 2).amax(1).reshape(b * f, h, w)
+    peak = frames.amax((1, 2))
+    lit = peak > min_peak
+    if not lit.any():
+        raise ValueError("the clips are dark (no frame reaches the minimum peak brightness): no edges to measure")
+    norm = frames[lit] / peak[lit].view(-1, 1, 1)
+    gx = (norm[:, 1:-1, 2:] - norm[:, 1:-1, :-2]) / 2
+    gy = (norm[:, 2:, 1:-1] - norm[:, :-2, 1:-1]) / 2
+    inner = norm[:, 1:-1, 1:-1]
+    band = (inner > low) & (inner < high)
+    return float((gx.square() + gy.square()).sqrt()[band].mean())
 
 
 def sharpness_ratio(videos: torch.Tensor, real_videos: torch.Tensor) -> float:

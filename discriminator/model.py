@@ -52,7 +52,8 @@ class Discriminator(nn.Module):
         """D_hat(x_t, t, c): logits (B,) for already-noised inputs; with return_features, also the
         tapped token states (one (B, N, D) tensor per tap) the heads read, for feature matching."""
         feats, _ = self.backbone.features(x_t, t, text, self.taps)
-        logits = self.logit([head(feats[k]) for head, k in zip(self.heads, self.taps)]).float()
+        # heads and logit in float32 whatever the backbone computes in (discriminator/parallel.py)
+        logits = self.logit([head(feats[k].float()) for head, k in zip(self.heads, self.taps)]).float()
         return (logits, [feats[k] for k in self.taps]) if return_features else logits
 
     def forward(self, x0: torch.Tensor, text: torch.Tensor, shift_s: float = 1.0, t: torch.Tensor | None = None,

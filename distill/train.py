@@ -11,7 +11,7 @@ from apt.entry import run_training
 from distill.config import DistillConfig
 
 
-def build_stage(cfg: DistillConfig, dist, comps, previews):
+def build_stage(cfg: DistillConfig, dist, comps, previews, dataset):
     from distill.stage import ConsistencyDistillation
 
     negative = comps.text.encode([cfg.cd.negative_prompt])

@@ -73,15 +73,22 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
            f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=8",
            "train.micro_batch_size=4", "train.global_batch_size=0", "train.steps=2", "train.sample_every=0",
            f"train.out_dir={out_dir}",
-           "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3"]
+           "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3",
+           "adv.mismatch_weight=1.0", "adv.r1_every=2", "adv.probe_every=2", "adv.optimizer=rmsprop"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = read_metrics(out_dir)
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("aR1", "aR2", "feature_matching", "d_loss", "g_loss"):
+    for key in ("aR2", "feature_matching", "d_loss", "g_loss"):
         assert all(r[key] is not None and r[key] >= 0 for r in rows), key
     assert rows[0]["feature_matching"] > 0  # G's samples are not the reals
+    # lazy aR1 on every 2nd D step (steps 1, 3, ...); the caption probe on every 2nd step (2, 4, ...)
+    assert rows[0]["aR1"] >= 0 and "aR1" not in rows[1]
+    assert "caption_auc" not in rows[0] and 0 <= rows[1]["caption_auc"] <= 1
+    for row in rows:  # the diagnostics of every step
+        assert 0 <= row["d_auc"] <= 1 and row["d_margin"] == pytest.approx(row["d_real"] - row["d_fake"], abs=1e-5)
+        assert row["d_mismatch"] is not None
 
 
 @pytest.mark.slow
@@ -135,6 +142,36 @@ def test_head_learning_rate_applies_to_the_new_layers_only():
         assert backbone_group["lr"] == 2e-4 and head_group["lr"] == want
         assert {id(p) for p in head_group["params"]} == {id(p) for p in stage.discriminator.head_parameters()}
         assert len(backbone_group["params"]) + len(head_group["params"]) == len(stage.d_trainable)
+
+
+@pytest.mark.parametrize("kind, first_steps", [("adam", [1.0, 1.0, 1.0]), ("rmsprop", [3.16, 2.29, 1.92])])
+def test_the_papers_optimiser_moves_each_weight_by_the_learning_rate_from_the_first_update(kind, first_steps):
+    """Adam with beta1 0 (bias-corrected) moves a weight by lr at every step of a constant gradient;
+    torch's RMSprop (no bias correction) by 1/sqrt(1 - 0.9^t) lr: 3.2x, 2.3x, 1.9x at first."""
+    from apt.adversarial.stage import make_optimizer
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    opt = make_optimizer(kind, [w], lr=1e-3, beta2=0.9)
+    moves = []
+    for _ in range(3):
+        before = w.detach().clone()
+        w.grad = torch.tensor([0.5, -2.0, 7.0])
+        opt.step()
+        moves.append((w.detach() - before).abs() / 1e-3)
+    for move, want in zip(moves, first_steps):
+        assert torch.allclose(move, torch.full((3,), want), rtol=5e-3)
+
+
+def test_approximate_r1_every_kth_step_keeps_its_average_weight():
+    """Lazy regularisation: on every k-th D step the penalty's weight is k times lambda, else 0."""
+    stage = _guard_only(r1_every=4, r1_weight=100)
+    adv = stage.cfg.adv
+    weights = [adv.r1_weight * adv.r1_every if step % adv.r1_every == 0 else 0.0 for step in range(8)]
+    assert weights == [400.0, 0, 0, 0, 400.0, 0, 0, 0] and sum(weights) / 8 == adv.r1_weight
+    with pytest.raises(ConfigError, match="adv.r1_every"):
+        load_config(APTConfig, TOY, ["adv.r1_every=0"])
+    with pytest.raises(ConfigError, match="adv.optimizer"):
+        load_config(APTConfig, TOY, ["adv.optimizer=sgd"])
 
 
 def test_feature_matching_reaches_every_generator_parameter():

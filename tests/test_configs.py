@@ -39,7 +39,8 @@ def test_wan_configs_have_the_paper_hyperparameters(model, blocks):
     for cfg, lr, steps, shift, sigma in ((image, 5e-6, 350, 1.0, 0.01), (video, 3e-6, 300, 12.0, 0.1)):
         adv = cfg.adv
         assert adv.lr_generator == adv.lr_discriminator == lr and cfg.train.steps == steps
-        assert (adv.d_shift, adv.r1_sigma, adv.r1_weight, adv.ema_decay, adv.rmsprop_alpha) == (shift, sigma, 100, 0.995, 0.9)
+        assert (adv.d_shift, adv.r1_sigma, adv.r1_weight, adv.ema_decay, adv.beta2) == (shift, sigma, 100, 0.995, 0.9)
+        assert adv.optimizer == "adam" and adv.r1_every == 1
         assert tuple(adv.taps) == default_taps(blocks)
     assert image.adv.generator_init == distill.train.out_dir
     assert video.adv.generator_init == image.train.out_dir

@@ -25,7 +25,7 @@ def test_estimate_matches_a_measured_tiny_run():
     and one recomputed block within 5% (the estimator leaves out a few per-sample scalars);
     forward FLOPs within 0.1%."""
     rows = {name: ratio for name, _, _, ratio in compare()}
-    for key in ("g_params", "ema_params", "d_params", "g_grads", "d_grads", "g_rmsprop", "d_rmsprop"):
+    for key in ("g_params", "ema_params", "d_params", "g_grads", "d_grads", "g_optimizer", "d_optimizer"):
         assert rows[key] == 1.0, key
     for key in ("act_g_step", "act_d_step", "act_block"):
         assert 0.95 <= rows[key] <= 1.05, (key, rows[key])

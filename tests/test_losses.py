@@ -48,3 +48,13 @@ def test_feature_matching_is_l1_between_batch_means_averaged_over_taps():
     assert losses.feature_matching(real, real).item() == 0.0
     with pytest.raises(ValueError):
         losses.feature_matching(real, fake[:1])
+
+
+def test_auc_ranks_positives_over_negatives_with_ties_as_half():
+    assert losses.auc(torch.tensor([2.0, 3.0]), torch.tensor([0.0, 1.0])) == 1.0
+    assert losses.auc(torch.tensor([0.0, 1.0]), torch.tensor([2.0, 3.0])) == 0.0
+    assert losses.auc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
+    # a common offset of every logit (what the D accuracy at threshold 0 is fooled by) does not move it
+    real, fake = torch.randn(50) + 0.5, torch.randn(50)
+    assert losses.auc(real + 7.0, fake + 7.0) == losses.auc(real, fake)
+    assert losses.auc(torch.tensor([]), fake) != losses.auc(torch.tensor([]), fake)  # NaN on an empty set

@@ -99,3 +99,45 @@ def test_edge_sharpness_measures_edge_width_not_the_amount_of_ink():
     assert edge_sharpness(0.5 * sharp_small) == pytest.approx(edge_sharpness(sharp_small), rel=1e-5)
     with pytest.raises(ValueError, match="flat"):
         edge_sharpness(torch.zeros(1, 3, 2, 8, 8))
+
+
+def _fatten(videos: torch.Tensor) -> torch.Tensor:
+    """Thicker strokes, edges as steep as before: a 3x3 grey-level dilation of every frame."""
+    b, c, f, h, w = videos.shape
+    frames = videos.permute(0, 2, 1, 3, 4).reshape(-1, 1, h, w)
+    return F.max_pool2d(frames, 3, stride=1, padding=1).view(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+
+
+def test_edge_steepness_separates_edge_width_from_stroke_width():
+    from apt.metrics import edge_sharpness, edge_steepness
+    from apt.toy.world import MovingDigits
+
+    data = MovingDigits("eval", 64, seed=3)
+    real = torch.stack([data[i]["video"] for i in range(len(data))])
+    fat, blurred = _fatten(real), _blur(real)
+    # fattening real strokes (no blur) lowers the edge sharpness ratio a lot, the steepness hardly at all
+    assert edge_sharpness(fat) < 0.9 * edge_sharpness(real)
+    assert edge_steepness(fat) == pytest.approx(edge_steepness(real), rel=0.04)
+    # blur lowers the steepness; so does blurring fat strokes, against fat strokes
+    assert edge_steepness(blurred) < 0.85 * edge_steepness(real)
+    assert edge_steepness(_blur(fat)) < 0.85 * edge_steepness(fat)
+    # a soft disc edge: about 0.8 / width (a sigmoid edge of scale s spans about 4.4 s from 10% to 90%)
+    assert edge_steepness(_disc(10, 1.0)) == pytest.approx(0.8 / 4.4, rel=0.25)
+    assert edge_steepness(0.5 * (_disc(10, 1.0) + 1) - 1) == pytest.approx(edge_steepness(_disc(10, 1.0)), rel=1e-5)
+    with pytest.raises(ValueError, match="dark"):
+        edge_steepness(-torch.ones(1, 3, 2, 8, 8))
+
+
+def test_same_digit_in_every_frame_is_high_for_real_clips_and_low_for_a_changing_digit():
+    from apt.toy.attributes import same_digit_in_every_frame
+    from apt.toy.world import MovingDigits
+
+    data = MovingDigits("eval", 60, seed=9)
+    real = torch.stack([data[i]["video"] for i in range(len(data))])
+    assert same_digit_in_every_frame(real) >= 0.95
+    # the same clips with the first four frames taken from a clip of another digit
+    digits = [data[i]["digit"] for i in range(len(data))]
+    other = [next(j for j in range(len(data)) if digits[j] != digits[i]) for i in range(len(data))]
+    mixed = real.clone()
+    mixed[:, :, :4] = real[other][:, :, :4]
+    assert same_digit_in_every_frame(mixed) <= 0.2

@@ -14,15 +14,30 @@ class AdversarialConfig:
     lr_discriminator: float = 5e-6
     # the new token heads and logit layer only; 0 = lr_discriminator (the paper uses one learning rate)
     lr_heads: float = 0.0
-    rmsprop_alpha: float = 0.9  # RMSProp alpha 0.9 (= Adam beta1 0, beta2 0.9)
+    # "adam": Adam with beta1 0 and bias correction, the paper's "RMSProp (Adam with beta1 = 0)";
+    # "rmsprop": torch's RMSprop (alpha = beta2), whose first updates are several times the lr
+    optimizer: str = "adam"
+    beta2: float = 0.9  # second-moment decay (paper: 0.9)
     ema_decay: float = 0.995
     d_shift: float = 12.0  # D re-noising t ~ shift(U(0,1), s): 1 for images, 12 for video
     r1_weight: float = 100.0  # approximate R1 lambda; 0 disables it (the ablation)
     r1_sigma: float = 0.1  # 0.01 images, 0.1 video
+    # lazy regularisation: approximate R1 on every k-th D step only, its weight multiplied by k
+    # (StyleGAN2's trick; 1 = every step, the paper)
+    r1_every: int = 1
     r2_weight: float = 0.0  # approximate R2 on generated samples (APT2: 1000 with sigma 0.1); 0 = off
     r2_sigma: float = 0.1
     feature_matching_weight: float = 0.0  # SeedVR2-style L1 on D's tapped features, added to L_G; 0 = off
     loss: str = "nonsaturating"  # or "relativistic" (APT2's pairing loss)
+    # real clips paired with another clip's caption as extra negatives for D, this weight on
+    # softplus(D(x, c_wrong)) (GAN-CLS; the paper: it did not fix text alignment at its scale); 0 = off
+    mismatch_weight: float = 0.0
+    # diagnostics: every probe_every steps, D's AUC for real clips with their own vs another clip's
+    # caption on a fixed held batch of probe_size clips (0 = off); the running real-vs-fake AUC is over
+    # the last auc_window real and fake logits of each rank
+    probe_every: int = 20
+    probe_size: int = 64
+    auc_window: int = 256
     taps: list[int] = field(default_factory=list)  # 1-based; empty = 4/9, 13/18, 1 of depth
     head_mlp_ratio: float = 4.0
     collapse_d_loss: float = 1e-3  # stop when the D loss stays below this ...
@@ -44,8 +59,17 @@ class AdversarialConfig:
                 raise ConfigError(f"adv.{name}_weight must be >= 0 and adv.{name}_sigma > 0")
         if self.feature_matching_weight < 0:
             raise ConfigError(f"adv.feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
-        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.rmsprop_alpha < 1.0:
-            raise ConfigError("adv.ema_decay must be in [0, 1) and adv.rmsprop_alpha in (0, 1)")
+        if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.beta2 < 1.0:
+            raise ConfigError("adv.ema_decay must be in [0, 1) and adv.beta2 in (0, 1)")
+        if self.optimizer not in ("adam", "rmsprop"):
+            raise ConfigError(f"adv.optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
+        if self.mismatch_weight < 0:
+            raise ConfigError(f"adv.mismatch_weight must be >= 0, got {self.mismatch_weight}")
+        for key in ("r1_every", "auc_window", "probe_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")
+        if self.probe_every < 0:
+            raise ConfigError(f"adv.probe_every must be >= 0 (0 = off), got {self.probe_every}")
 
 
 @dataclass

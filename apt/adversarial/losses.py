@@ -69,3 +69,13 @@ def relativistic_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) ->
 def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
     """Fraction of reals scored > 0 and fakes < 0 (a diagnostic: ~1.0 for long means D is winning)."""
     return 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).item()
+
+
+def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
+    """P(a positive scores above a negative), ties counted half (the Mann-Whitney AUC): 0.5 at chance,
+    1.0 when every positive outranks every negative. NaN when either set is empty."""
+    positive, negative = positive.flatten().double(), negative.flatten().double()
+    if not len(positive) or not len(negative):
+        return float("nan")
+    diff = positive[:, None] - negative[None, :]
+    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())

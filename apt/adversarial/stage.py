@@ -4,13 +4,19 @@
     D = teacher copy + token heads     initialised from the ORIGINAL teacher, all used weights trained
     D step: L_D = softplus(-D(x)) + softplus(D(G(z))) + lambda * ||D(x) - D(x + sigma n)||^2
     G step: L_G = softplus(-D(G(z)))   then EMA of G
-RMSProp (alpha 0.9) for both, no weight decay, no gradient clipping. Optional (off by default):
-APT2's relativistic loss and approximate R2, SeedVR2's feature matching (apt/adversarial/losses.py).
+Adam with beta1 0 (the paper's "RMSProp") for both, no weight decay, no gradient clipping. Optional
+(off by default): APT2's relativistic loss and approximate R2, SeedVR2's feature matching
+(apt/adversarial/losses.py), mismatched-caption negatives, lazy approximate R1.
+
+Logged besides the losses: the real-minus-fake logit margin, a running real-vs-fake AUC (what D
+ranks, which its accuracy at threshold 0 hides when all logits move together) and, on a fixed held
+batch, how well D tells a clip's own caption from another clip's (caption_auc).
 """
 
 from __future__ import annotations
 
 import math
+from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -20,6 +26,7 @@ from apt import flow
 from apt.adversarial import losses
 from apt.adversarial.config import APTConfig
 from apt.backbone import WanBackbone
+from apt.config import ConfigError
 from apt.distributed import DistInfo, all_reduce_mean, grad_norm
 from apt.ema import ema_update, trainable_with_ema
 from apt.estimate import per_sample_flops, tokens_of
@@ -31,6 +38,15 @@ from discriminator.parallel import parallelize_discriminator
 
 class TrainingCollapsed(RuntimeError):
     pass
+
+
+def make_optimizer(kind: str, param_groups, lr: float, beta2: float) -> torch.optim.Optimizer:
+    """The paper's optimiser: "RMSProp, alpha 0.9 (= Adam with beta1 0, beta2 0.9)", i.e. Adam with
+    beta1 0 and bias correction (its first update moves each weight by lr). torch's RMSprop has no
+    bias correction: its first updates are 1/sqrt(1 - beta2^t) = 3.2x, 2.3x, 1.9x ... the lr."""
+    if kind == "adam":
+        return torch.optim.Adam(param_groups, lr=lr, betas=(0.0, beta2), eps=1e-8, weight_decay=0.0)
+    return torch.optim.RMSprop(param_groups, lr=lr, alpha=beta2, eps=1e-8, weight_decay=0.0)
 
 
 @contextmanager
@@ -48,7 +64,8 @@ class AdversarialPostTraining:
     name = "apt"
 
     def __init__(self, cfg: APTConfig, dist: DistInfo, teacher: WanBackbone, generator_init: WanBackbone,
-                 previews: SampleWriter):
+                 previews: SampleWriter, probe: dict | None = None):
+        """probe: a fixed held batch ({"latent", "text"}) for the caption diagnostic; None turns it off."""
         self.cfg, self.dist, self.previews = cfg, dist, previews
         self.accum = cfg.train.grad_accum(dist.world_size)
         adv, par = cfg.adv, cfg.parallel
@@ -57,15 +74,19 @@ class AdversarialPostTraining:
         self.discriminator = Discriminator.from_teacher(teacher, taps=tuple(adv.taps) or None,
                                                         mlp_ratio=adv.head_mlp_ratio)
         parallelize_discriminator(self.discriminator, par)
-        rms = dict(alpha=adv.rmsprop_alpha, eps=1e-8, weight_decay=0.0)
-        self.opt_g = torch.optim.RMSprop(self.generator.parameters(), lr=adv.lr_generator, **rms)
+        self.opt_g = make_optimizer(adv.optimizer, self.generator.parameters(), adv.lr_generator, adv.beta2)
         self.d_trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
         heads = {id(p) for p in self.discriminator.head_parameters()}
-        self.opt_d = torch.optim.RMSprop([
+        self.opt_d = make_optimizer(adv.optimizer, [
             {"params": [p for p in self.d_trainable if id(p) not in heads]},
             {"params": [p for p in self.d_trainable if id(p) in heads], "lr": adv.lr_heads or adv.lr_discriminator},
-        ], lr=adv.lr_discriminator, **rms)
+        ], adv.lr_discriminator, adv.beta2)
+        if adv.mismatch_weight > 0 and cfg.train.micro_batch_size < 2:
+            raise ConfigError("adv.mismatch_weight pairs each clip with another clip's caption of its micro-batch: "
+                              "it needs train.micro_batch_size >= 2")
         self.low_d_loss_steps = 0
+        self.logit_window = {"real": deque(maxlen=adv.auc_window), "fake": deque(maxlen=adv.auc_window)}
+        self.probe = self._probe_slice(probe) if probe is not None and adv.probe_every else None
 
     # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so
     # apt.run_folder.load_generator and export read either stage's checkpoint.
@@ -118,21 +139,47 @@ class AdversarialPostTraining:
 
     def train_step(self, next_batch, step: int) -> dict[str, float]:
         m: dict[str, float] = {}
-        self._discriminator_step(next_batch, m)
+        self._discriminator_step(next_batch, step, m)
         self._generator_step(next_batch, m)
         ema_update(self.ema, self.generator, self.cfg.adv.ema_decay)
+        m["d_auc"] = losses.auc(torch.tensor(self.logit_window["real"]), torch.tensor(self.logit_window["fake"]))
+        if self.probe is not None and (step + 1) % self.cfg.adv.probe_every == 0:
+            m["caption_auc"] = self._caption_auc()
         self._guard(step, m)
         return m
+
+    def _probe_slice(self, probe: dict) -> dict:
+        """This rank's share of the held batch (every rank runs the sharded D on its own clips), with a
+        fixed re-noising, so that the diagnostic moves only when D does."""
+        x, text = probe["latent"][self.dist.rank::self.dist.world_size], probe["text"][self.dist.rank::self.dist.world_size]
+        if len(x) < 2:
+            raise ConfigError(f"adv.probe_size={self.cfg.adv.probe_size} gives this rank fewer than 2 held clips "
+                              f"for the caption diagnostic: raise it or set adv.probe_every=0")
+        g = torch.Generator().manual_seed(1234 + self.dist.rank)
+        t = flow.sample_timesteps(len(x), self.cfg.adv.d_shift, generator=g)
+        dev = self.dist.device
+        return {"x": x.to(dev), "text": text.to(dev), "t": t.to(dev),
+                "noise": torch.randn(x.shape, generator=g).to(dev)}
+
+    @torch.no_grad()
+    def _caption_auc(self) -> float:
+        """P(D(x, own caption) > D(x, another clip's caption)) on the held clips."""
+        p = self.probe
+        own = self._d_logits(p["x"], p["text"], p["t"], p["noise"])
+        other = self._d_logits(p["x"], p["text"].roll(1, 0), p["t"], p["noise"])
+        return losses.auc(own.float().cpu(), other.float().cpu())
 
     def _add(self, m: dict[str, float], key: str, value) -> None:
         """Accumulate a metric as its mean over the update's micro-batches."""
         m[key] = m.get(key, 0.0) + float(value) / self.accum
 
-    def _discriminator_step(self, next_batch, m: dict[str, float]) -> None:
+    def _discriminator_step(self, next_batch, step: int, m: dict[str, float]) -> None:
         adv, dev = self.cfg.adv, self.dist.device
         # The non-saturating L_D is a sum of a real and a fake half: backpropagating the fake half
         # (with its aR2) before the real pass keeps two D passes' activations alive, not three or four.
         separable = adv.loss == "nonsaturating"
+        # lazy regularisation: the penalty on every r1_every-th step, weighted up to the same average
+        r1_weight = adv.r1_weight * adv.r1_every if step % adv.r1_every == 0 else 0.0
         self.opt_d.zero_grad(set_to_none=True)
         for _ in range(self.accum):
             batch = next_batch()
@@ -144,9 +191,15 @@ class AdversarialPostTraining:
             if separable:
                 ((losses.d_loss_fake(fake_logits) + r2_term) / self.accum).backward()
                 fake_logits, r2_term = fake_logits.detach(), 0.0
-            real_logits, r1 = self._d_pass(x, text, adv.r1_weight, adv.r1_sigma)
+            if adv.mismatch_weight > 0:  # real clips, wrong captions: negatives, backpropagated on their own
+                t, noise = self._renoising(x)
+                mismatched = self._d_logits(x, text.roll(1, 0), t, noise)
+                loss_mismatch = losses.d_loss_fake(mismatched)
+                (adv.mismatch_weight * loss_mismatch / self.accum).backward()
+                self._add(m, "d_mismatch", mismatched.mean().item())
+            real_logits, r1 = self._d_pass(x, text, r1_weight, adv.r1_sigma)
             loss_d = self._d_loss(real_logits, fake_logits)
-            total = loss_d + r2_term + (adv.r1_weight * r1 if r1 is not None else 0.0)
+            total = loss_d + r2_term + (r1_weight * r1 if r1 is not None else 0.0)
             (total / self.accum).backward()
             for key, value in (("aR1", r1), ("aR2", r2)):
                 if value is not None:
@@ -154,7 +207,10 @@ class AdversarialPostTraining:
             self._add(m, "d_loss", loss_d.item())
             self._add(m, "d_real", real_logits.mean().item())
             self._add(m, "d_fake", fake_logits.mean().item())
+            self._add(m, "d_margin", (real_logits.mean() - fake_logits.mean()).item())
             self._add(m, "d_accuracy", losses.d_accuracy(real_logits, fake_logits))
+            self.logit_window["real"].extend(real_logits.detach().float().cpu().tolist())
+            self.logit_window["fake"].extend(fake_logits.detach().float().cpu().tolist())
         m["d_grad_norm"] = grad_norm(self.discriminator.parameters())
         self.opt_d.step()
 

@@ -42,15 +42,18 @@ def initial_generator(spec: str, teacher):
     return backbone
 
 
-def build_stage(cfg: APTConfig, dist, comps, previews):
+def build_stage(cfg: APTConfig, dist, comps, previews, dataset):
     import torch
 
     from apt.adversarial.stage import AdversarialPostTraining
+    from apt.data.stream import collate
 
     generator = initial_generator(cfg.adv.generator_init, comps.transformer)
     # the discriminator's new heads are randomly initialised: the same on every rank and every run
     torch.manual_seed(cfg.train.seed)
-    return AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews)
+    # the caption diagnostic's held clips: the first of the training set, the same in every run
+    probe = collate([dataset[i] for i in range(min(cfg.adv.probe_size, len(dataset)))]) if cfg.adv.probe_every else None
+    return AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews, probe)
 
 
 def main(argv=None) -> dict:

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from apt.config import ConfigError
 from apt.loading import Components
-from apt.metrics import check_videos, edge_sharpness, frechet_distance, gaussian_stats, sharpness
+from apt.metrics import check_videos, edge_sharpness, edge_steepness, frechet_distance, gaussian_stats, sharpness
+from apt.toy.attributes import same_digit_in_every_frame
 from apt.pipeline import Sampler, SamplingParams
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
 from apt.toy.world import (COLOUR_NAMES, DIRECTION_NAMES, MovingDigits, ToyWorldConfig, caption, combo_id,
@@ -51,6 +52,7 @@ class Reference:
     cov: torch.Tensor
     sharpness: float
     edge_sharpness: float
+    edge_steepness: float
 
 
 @functools.lru_cache(maxsize=2)
@@ -59,7 +61,7 @@ def real_reference(n: int = REFERENCE_CLIPS, seed: int = REFERENCE_SEED) -> Refe
     data = MovingDigits("eval", length=n, seed=seed)
     videos = torch.stack([data[i]["video"] for i in range(n)])
     mu, cov = gaussian_stats(score_clips(videos)[1])
-    return Reference(videos, mu, cov, sharpness(videos), edge_sharpness(videos))
+    return Reference(videos, mu, cov, sharpness(videos), edge_sharpness(videos), edge_steepness(videos))
 
 
 def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Reference | None = None) -> dict:
@@ -67,7 +69,9 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
 
     Returns digit/colour/direction/all accuracy (evaluator), frechet_distance (evaluator features,
     against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio,
-    edge_sharpness_ratio and n.
+    edge_sharpness_ratio, edge_steepness_ratio (apt/metrics.py, all against the reference),
+    same_digit_all_frames (the fraction of clips whose every frame shows one digit, read frame by
+    frame by the hand-made reader of apt/toy/attributes.py) and n.
     """
     check_videos(videos)
     if len(videos) != len(requests):
@@ -80,6 +84,8 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     out["frechet_distance"] = frechet_distance(*gaussian_stats(feats), reference.mu, reference.cov)
     out["sharpness_ratio"] = sharpness(videos) / reference.sharpness
     out["edge_sharpness_ratio"] = edge_sharpness(videos) / reference.edge_sharpness
+    out["edge_steepness_ratio"] = edge_steepness(videos) / reference.edge_steepness
+    out["same_digit_all_frames"] = same_digit_in_every_frame(videos)
     out["n"] = len(videos)
     return out
 
@@ -197,14 +203,14 @@ def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
 
 
 def markdown_table(results: dict[str, dict]) -> str:
-    head = ("| model | digit | colour | direction | all three | Frechet distance | sharpness ratio "
-            "| edge sharpness ratio | seconds / clip |")
-    lines = [head, "|" + "---|" * 9]
+    head = ("| model | digit | colour | direction | all three | same digit in all frames | Frechet distance "
+            "| sharpness ratio | edge sharpness ratio | edge steepness ratio | seconds / clip |")
+    lines = [head, "|" + "---|" * 11]
     for name, m in results.items():
         secs = "-" if m["seconds_per_clip"] is None else f"{m['seconds_per_clip']:.4f}"
         lines.append(f"| {name} | {m['digit']:.3f} | {m['colour']:.3f} | {m['direction']:.3f} | {m['all']:.3f} | "
-                     f"{m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | {m['edge_sharpness_ratio']:.3f} | "
-                     f"{secs} |")
+                     f"{m['same_digit_all_frames']:.3f} | {m['frechet_distance']:.2f} | {m['sharpness_ratio']:.3f} | "
+                     f"{m['edge_sharpness_ratio']:.3f} | {m['edge_steepness_ratio']:.3f} | {secs} |")
     return "\n".join(lines) + "\n"
 
 
