@@ -174,8 +174,10 @@ def load_config(schema: type[T], yaml_path: str | Path | None = None, overrides:
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"overrides must look like key=value, got {item!r}")
-        # one at a time, so an error names the override even when omegaconf names no key
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), where=item.split("=", 1)[0])
+        # one at a time, so an error names the override even when omegaconf names no key;
+        # `key=` sets an empty string (omegaconf would read it as null)
+        key, value = item.split("=", 1)
+        cfg = _merge(cfg, OmegaConf.from_dotlist([f"{key}=''" if value == "" else item]), where=key)
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
@@ -194,6 +196,8 @@ def _merge(cfg, other, where: str):
 
 def _config_error(err: OmegaConfBaseException, where: str) -> ConfigError:
     key = getattr(err, "full_key", None) or where
+    if where not in ("config", key) and not key.startswith(where.split(".")[0]):
+        key = f"{where}: {key}"  # a key inside a list item: name the override or file it came from
     msg = (getattr(err, "msg", None) or str(err)).splitlines()[0]  # drop omegaconf's type dump
     return ConfigError(f"{key}: {msg}")
 

@@ -45,6 +45,11 @@ class Setup:
     master_bytes: int = 4  # fp32 sharded master weights, gradients, optimiser states, EMA
     activation_checkpointing: bool = True
     optimizer_states: int = 2  # stage 2's per-parameter states: Adam (beta1 0) 2, RMSprop 1
+    # reward feedback (stage 2): the VAE decode of the first k latent frames of each sample, with a
+    # gradient; 0 = no reward. vae: AutoencoderKLWan kwargs (Wan 2.1's VAE by default), vae_bytes its dtype.
+    reward_latent_frames: int = 0
+    vae_model: dict = field(default_factory=dict)
+    vae_bytes: int = 2
 
 
 def build_on_meta(model_cfg: dict):
@@ -137,6 +142,41 @@ def activation_bytes(s: Setup, counts: dict) -> dict:
     return {k: mb * (v + recompute) for k, v in phases.items()} | {"recompute_block": mb * recompute}
 
 
+def reward_decode(s: Setup) -> dict:
+    """The reward pass's VAE decode of one sample's first k latent frames, measured on the meta device
+    (no weights): forward FLOPs (torch's FLOP counter) and the activations one latent frame's decode
+    keeps for backward (the bytes autograd saves), the first frame and a later (4-frame) one. With
+    adv.reward_checkpointing the backward recomputes one latent frame at a time, so the largest of
+    them is the peak; FLOPs: forward + recompute + backward = 4 forwards."""
+    import torch
+    from diffusers import AutoencoderKLWan
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from apt.vae import VideoVAE
+
+    (c, _, h, w), k = latent_tokens(s)[0], s.reward_latent_frames
+    with torch.device("meta"):
+        vae = VideoVAE(AutoencoderKLWan(**s.vae_model))  # float32; the saved bytes are scaled to vae_bytes
+
+    def saved_and_flops(frames: int) -> tuple[int, float]:
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel() * (s.vae_bytes if t.is_floating_point() else t.element_size()))
+            return t
+
+        z = torch.zeros(1, c, frames, h, w, device="meta", requires_grad=True)
+        with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            vae.decode_with_grad(z, checkpointing=False)
+        return sum(saved), counter.get_total_flops()
+
+    first, first_flops = saved_and_flops(1)
+    two, two_flops = saved_and_flops(2) if k > 1 else (first, first_flops)
+    flops = first_flops + (k - 1) * (two_flops - first_flops)
+    return {"first_frame_bytes": first, "later_frame_bytes": two - first if k > 1 else 0,
+            "forward_flops": flops, "training_flops": 4 * flops}
+
+
 # -- FLOPs (per sample) --------------------------------------------------------------------------------
 def forward_flops(n: int, m: dict, depth: int, text: int = WAN_TEXT_TOKENS, head: str = "velocity",
                   n_taps: int = 3, mlp_ratio: float = 4.0) -> float:
@@ -210,13 +250,26 @@ def estimate(s: Setup) -> dict:
         mem["teacher (fp32, sharded)"] = mb * p / gpus
         mem["gathered bf16 params + grads"] = mw * (3 * c["root"] + 3 * c["block"])
     acts = activation_bytes(s, c)
+    flops = step_flops(s, c)
+    reward = None
+    if s.stage == "apt" and s.reward_latent_frames:
+        # the G step's reward phase: G's kept activations plus one latent frame's decode being recomputed
+        # (the adversarial and reward gradients meet at G's sample, one backward at a time)
+        reward = reward_decode(s)
+        frame = max(reward["first_frame_bytes"], reward["later_frame_bytes"])
+        acts["g_step_reward"] = acts["g_step"] - s.micro_batch * pass_bytes(
+            latent_tokens(s)[1], 0, s.model, s.compute_bytes, c["taps"][-1], s.activation_checkpointing, "tokens",
+            len(c["taps"]), text=s.text_tokens) + s.micro_batch * frame
+        flops["per_sample"] += reward["training_flops"]
+        flops["per_step"] = flops["per_sample"] * (s.batch or s.micro_batch * gpus)
+        flops["reward_decode_forward"] = reward["forward_flops"]
     phase = max((k for k in acts if k != "recompute_block"), key=acts.get)
     mem[f"activations, peak ({phase}, AC)" if s.activation_checkpointing else f"activations ({phase})"] = acts[phase]
     batch = s.batch or s.micro_batch * gpus
     accum = batch / (s.micro_batch * gpus)
     latent, n = latent_tokens(s)
     return {"setup": s, "counts": c, "latent": latent, "tokens": n, "memory": mem, "activations": acts,
-            "total_bytes": sum(mem.values()), "flops": step_flops(s, c), "batch": batch, "grad_accum": accum}
+            "total_bytes": sum(mem.values()), "flops": flops, "batch": batch, "grad_accum": accum, "reward": reward}
 
 
 def _gib(x: float) -> str:
@@ -239,4 +292,10 @@ def format_table(r: dict, mfu: float = 0.4, name: str = "") -> str:
               f"TFLOP/sample, step {f['per_sample'] / 1e12:.1f} TFLOP/sample, {f['per_step'] / 1e15:,.0f} PFLOP/step",
               f"  at {mfu:.0%} MFU of H100 bf16 ({H100_BF16_FLOPS / 1e12:.0f} TFLOP/s): "
               f"{f['per_step'] / (s.gpus * H100_BF16_FLOPS * mfu):.1f} s/step"]
+    if r.get("reward"):
+        rw = r["reward"]
+        lines += [f"reward pass: VAE decode of {s.reward_latent_frames} latent frame(s) per sample, "
+                  f"{rw['forward_flops'] / 1e12:.1f} TFLOP forward (x4 with checkpointed backward, included above); "
+                  f"one latent frame's decode keeps {rw['first_frame_bytes'] / 2**30:.2f} GiB (first) / "
+                  f"{rw['later_frame_bytes'] / 2**30:.2f} GiB (later)"]
     return "\n".join(lines)

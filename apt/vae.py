@@ -56,3 +56,41 @@ class VideoVAE(torch.nn.Module):
         """normalised latent -> video (B, 3, F, H, W) in [-1, 1] (clamped)."""
         raw = latent.float() * self.std + self.mean
         return self.vae.decode(raw.to(self.vae.dtype)).sample.float().clamp(-1, 1)
+
+    def decode_with_grad(self, latent: torch.Tensor, latent_frames: int = 0, checkpointing: bool = True
+                         ) -> torch.Tensor:
+        """The first `latent_frames` latent frames (0 = all) -> video, differentiable in the latent (for
+        reward gradients). The Wan VAE decodes frame-causally, so these are exactly the first
+        1 + 4 (latent_frames - 1) frames of the whole clip's decode. With `checkpointing`, each latent
+        frame's decoder pass is recomputed in backward: what is kept is its input and the decoder's
+        two-frame causal cache, not every activation of every frame.
+
+        The loop is diffusers' AutoencoderKLWan._decode (one latent frame at a time through the
+        decoder, its causal cache carried along), written out so that each step is a pure function
+        of (latent frame, cache) that checkpointing can replay; no tiling.
+        """
+        from torch.utils.checkpoint import checkpoint
+
+        vae = self.vae
+        if vae.config.patch_size is not None:
+            raise ValueError("decode_with_grad does not support a patchified (Wan 2.2) VAE")
+        latent = latent[:, :, :latent_frames] if latent_frames else latent
+        x = vae.post_quant_conv((latent.float() * self.std + self.mean).to(vae.dtype))
+        vae.clear_cache()
+        cache = list(vae._feat_map)  # the decoder's causal cache: one slot per causal conv
+
+        def frame_step(frame: torch.Tensor, cache_in: list, first: bool):
+            work = list(cache_in)  # the decoder writes into its cache list: never into cache_in
+            out = vae.decoder(frame, feat_cache=work, feat_idx=[0], first_chunk=first)
+            return out, work
+
+        outs = []
+        for i in range(x.shape[2]):
+            frame = x[:, :, i : i + 1]
+            if checkpointing and torch.is_grad_enabled():
+                out, cache = checkpoint(frame_step, frame, cache, i == 0, use_reentrant=False)
+            else:
+                out, cache = frame_step(frame, cache, i == 0)
+            outs.append(out)
+        vae.clear_cache()
+        return torch.cat(outs, 2).float().clamp(-1, 1)

@@ -1,6 +1,8 @@
-"""Rebuild the shipped toy components from scratch: VAE, then text encoder, then teacher.
+"""Rebuild the shipped toy components from scratch: VAE, then text encoder, then teacher; and the toy
+alignment reward (its own folder, apt/assets/toy-reward/).
 
     python scripts/build_toy.py --component all [--out apt/assets/toy-wan]
+    python scripts/build_toy.py --component reward
 
 Each step records its time and final losses in <out>/build_report.json.
 """
@@ -15,13 +17,22 @@ from apt.toy.components import TOY_MODEL_DIR
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--component", choices=["vae", "text", "teacher", "all"], default="all")
-    parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR, help="diffusers-layout folder to write")
+    parser.add_argument("--component", choices=["vae", "text", "teacher", "reward", "all"], default="all",
+                        help="what to train (default: all, in that order)")
+    parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR,
+                        help="diffusers-layout folder to write (default: the shipped one)")
+    parser.add_argument("--reward-out", type=Path, default=None,
+                        help="folder of the reward model (default: the shipped apt/assets/toy-reward)")
     parser.add_argument("--steps", type=int, default=None, help="override the component's training steps")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--continue-teacher", action="store_true",
                         help="train the folder's existing teacher further (on clips of --seed) instead of from scratch")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="teacher: the seed of its fresh clips (default 0)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
     steps = {} if args.steps is None else {"steps": args.steps}
     if args.component in ("vae", "all"):
@@ -36,6 +47,11 @@ def main(argv=None):
         from apt.toy.train_teacher import train_teacher
 
         train_teacher(args.out, seed=args.seed, continue_training=args.continue_teacher, **steps)
+    if args.component in ("reward", "all"):
+        from apt.toy.reward import REWARD_DIR
+        from apt.toy.train_reward import train_reward
+
+        print(train_reward(args.reward_out or REWARD_DIR, **steps))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ from apt.config import load_config
 from distill.config import DistillConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-SCHEMAS = {"distill": DistillConfig, "apt": APTConfig, "generate": GenerateConfig, "preprocess": PreprocessConfig}
+SCHEMAS = {"distill": DistillConfig, "apt": APTConfig, "reward": APTConfig, "generate": GenerateConfig,
+           "preprocess": PreprocessConfig}
 
 
 def _schema(path: Path):

@@ -51,3 +51,18 @@ def test_cli_prints_a_table_and_json(capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["params"]["blocks"] == 40 and out["grad_accum"] == 2 and out["total_bytes"] > 0
     assert torch.tensor(list(out["memory_bytes"].values())).gt(0).all()
+
+
+def test_reward_pass_adds_the_decode_to_flops_and_a_g_step_phase():
+    base = Setup(model=WAN_MODELS["wan2.1-1.3b"], gpus=64, frames=49, height=480, width=832)
+    plain = estimate(base)
+    one = estimate(Setup(**{**base.__dict__, "reward_latent_frames": 1}))
+    two = estimate(Setup(**{**base.__dict__, "reward_latent_frames": 2}))
+    assert plain["reward"] is None and "g_step_reward" not in plain["activations"]
+    assert 0 < one["reward"]["forward_flops"] < two["reward"]["forward_flops"]
+    # the second latent frame decodes 4 pixel frames: about 3-4 times the first one's work and memory
+    extra = two["reward"]["forward_flops"] - one["reward"]["forward_flops"]
+    assert 2.5 < extra / one["reward"]["forward_flops"] < 4.5
+    assert two["reward"]["later_frame_bytes"] > 2 * two["reward"]["first_frame_bytes"]
+    assert one["flops"]["per_sample"] == plain["flops"]["per_sample"] + 4 * one["reward"]["forward_flops"]
+    assert one["activations"]["g_step_reward"] > 0

@@ -8,8 +8,22 @@ from apt.config import ConfigError, RunConfig
 
 
 @dataclass
+class RewardTerm:
+    """One reward of the generator's loss (apt/rewards.py)."""
+
+    kind: str = "toy"  # "toy" (the shipped toy alignment model) or "clip" (a local transformers CLIP folder)
+    path: str = ""  # the model's local folder; "" = the shipped one (toy)
+    weight: float = 1.0  # > 0: L_G = L_adv - sum_i weight_i * reward_i
+    frames: list[int] = field(default_factory=list)  # pixel frames it scores (negative: from the end); [] = all decoded
+    head: str = ""  # clip: a safetensors linear head over the image embedding (aesthetic score) instead of the text
+    name: str = ""  # what the log calls it; "" = the kind's own name
+
+
+@dataclass
 class AdversarialConfig:
     generator_init: str = ""  # stage-1 run dir or checkpoint (its EMA), or "teacher" (for tests only)
+    # a stage-2 run (or checkpoint) whose discriminator D continues from; "" = a fresh copy of the teacher
+    discriminator_init: str = ""
     lr_generator: float = 5e-6  # paper: 5e-6 image stage, 3e-6 video stage
     lr_discriminator: float = 5e-6
     # the new token heads and logit layer only; 0 = lr_discriminator (the paper uses one learning rate)
@@ -38,6 +52,11 @@ class AdversarialConfig:
     probe_every: int = 20
     probe_size: int = 64
     auc_window: int = 256
+    # reward feedback on the one-step generator: L_G = L_adv - sum_i w_i R_i(decode(G(z)), c); [] = off
+    rewards: list[RewardTerm] = field(default_factory=list)
+    reward_latent_frames: int = 0  # decode only the first k latent frames for the rewards (0 = all)
+    reward_checkpointing: bool = True  # recompute each latent frame's VAE decode in backward (bounded memory)
+    adversarial_weight: float = 1.0  # the weight of L_adv in L_G; 0 = reward only (the reward-hacking ablation)
     taps: list[int] = field(default_factory=list)  # 1-based; empty = 4/9, 13/18, 1 of depth
     head_mlp_ratio: float = 4.0
     collapse_d_loss: float = 1e-3  # stop when the D loss stays below this ...
@@ -70,6 +89,14 @@ class AdversarialConfig:
                 raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")
         if self.probe_every < 0:
             raise ConfigError(f"adv.probe_every must be >= 0 (0 = off), got {self.probe_every}")
+        for i, term in enumerate(self.rewards):
+            if term.kind not in ("toy", "clip"):
+                raise ConfigError(f"adv.rewards[{i}].kind must be 'toy' or 'clip', got {term.kind!r}")
+            if term.weight <= 0:
+                raise ConfigError(f"adv.rewards[{i}].weight must be positive (the reward is maximised), "
+                                  f"got {term.weight}")
+        if self.reward_latent_frames < 0 or self.adversarial_weight < 0:
+            raise ConfigError("adv.reward_latent_frames and adv.adversarial_weight must be >= 0")
 
 
 @dataclass

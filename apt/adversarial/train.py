@@ -11,16 +11,17 @@ from apt.command import console_script
 from apt.entry import run_training
 
 
-def check_generator_init(cfg: APTConfig) -> None:
-    """Fail before the data is encoded and the models are loaded when the stage-1 run is missing."""
+def check_inputs(cfg: APTConfig) -> None:
+    """Fail before the data is encoded and the models are loaded when a run it starts from is missing."""
     from apt.run_folder import resolve_checkpoint
 
-    if cfg.adv.generator_init != "teacher":
-        try:
-            resolve_checkpoint(cfg.adv.generator_init)
-        except FileNotFoundError as err:
-            raise FileNotFoundError(f"adv.generator_init={cfg.adv.generator_init}: {err} "
-                                    f"(run stage 1 first, or point it at a stage-1 run folder)") from None
+    for key, spec in (("generator_init", cfg.adv.generator_init), ("discriminator_init", cfg.adv.discriminator_init)):
+        if spec and spec != "teacher":
+            try:
+                resolve_checkpoint(spec)
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"adv.{key}={spec}: {err} (run the stage it comes from first, or point "
+                                        f"it at that run's folder)") from None
 
 
 def initial_generator(spec: str, teacher):
@@ -53,11 +54,18 @@ def build_stage(cfg: APTConfig, dist, comps, previews, dataset):
     torch.manual_seed(cfg.train.seed)
     # the caption diagnostic's held clips: the first of the training set, the same in every run
     probe = collate([dataset[i] for i in range(min(cfg.adv.probe_size, len(dataset)))]) if cfg.adv.probe_every else None
-    return AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews, probe)
+    stage = AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews, probe, vae=comps.vae)
+    if cfg.adv.discriminator_init:  # D continues from an earlier stage-2 run (e.g. a reward phase after APT)
+        from apt.checkpoint import load_model_from_checkpoint
+        from apt.run_folder import resolve_checkpoint
+
+        load_model_from_checkpoint(resolve_checkpoint(cfg.adv.discriminator_init), "discriminator",
+                                   stage.discriminator)
+    return stage
 
 
 def main(argv=None) -> dict:
-    return run_training(APTConfig, __doc__, argv, build_stage, prog="apt-train", preflight=check_generator_init)
+    return run_training(APTConfig, __doc__, argv, build_stage, prog="apt-train", preflight=check_inputs)
 
 
 cli = console_script(main, distributed=True)  # exits without interpreter teardown

@@ -30,6 +30,7 @@ class EstimateConfig:
     fp32: bool = option(False, "fp32 compute instead of bf16")
     activation_checkpointing: bool = option(True, "checkpoint every block (--no-activation-checkpointing)")
     mfu: float = option(0.4, "model FLOPs utilisation for the time estimate")
+    reward_latent_frames: int = option(0, "stage 2 with reward feedback: latent frames decoded per sample (0 = none)")
     json: bool = option(False, "print JSON instead of the table")
     check: bool = option(False, "also compare the arithmetic with a measured tiny CPU run")
 
@@ -40,6 +41,8 @@ class EstimateConfig:
             raise ConfigError(f"stage must be apt or distill, got {self.stage!r}")
         if min(self.gpus, self.micro_batch, self.frames, self.height, self.width) < 1 or self.batch < 0:
             raise ConfigError("gpus, micro_batch, frames, height and width must be >= 1, batch >= 0")
+        if self.reward_latent_frames < 0:
+            raise ConfigError(f"reward_latent_frames must be >= 0, got {self.reward_latent_frames}")
         if not 0 < self.mfu <= 1:
             raise ConfigError(f"mfu must be in (0, 1], got {self.mfu}")
 
@@ -51,7 +54,7 @@ def run(a: EstimateConfig) -> dict:
         raise ConfigError(f"taps must be comma-separated integers, got {a.taps!r}") from None
     setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
                   frames=a.frames, height=a.height, width=a.width, compute_bytes=4 if a.fp32 else 2, taps=taps,
-                  activation_checkpointing=a.activation_checkpointing)
+                  activation_checkpointing=a.activation_checkpointing, reward_latent_frames=a.reward_latent_frames)
     r = estimate(setup)
     if a.json:
         out = {"model": a.model, "stage": a.stage, "gpus": a.gpus, "micro_batch": a.micro_batch, "batch": r["batch"],

@@ -1,5 +1,6 @@
 """The whole method on the toy world, on a CPU: stage 1 (consistency distillation) -> stage 2
-(adversarial post-training) -> evaluation against the 25-step teacher.
+(adversarial post-training) -> reward feedback on the one-step generator -> evaluation against the
+25-step teacher.
 
     apt-quickstart                                    # everything into outputs/quickstart/
     apt-quickstart --nproc 1 --out outputs/qs --apt train.steps=50
@@ -7,9 +8,9 @@
 Each training stage runs as its own torchrun job (FSDP2 over --nproc ranks, gloo on CPU) with the
 configs in configs/toy/, so what the quickstart does is exactly what the README's stage commands
 do. Running it again resumes: a finished stage is only reloaded, an interrupted one continues
-from its last checkpoint. Writes, under --out: cd/ and apt/ (run folders: metrics.jsonl, sample
-mp4s, checkpoints), table.md and metrics.json (the results table), grid.png (frames, one row per
-model and prompt), losses.png (training curves) and timings.json.
+from its last checkpoint. Writes, under --out: cd/, apt/ and reward/ (run folders: metrics.jsonl,
+sample mp4s, checkpoints), table.md and metrics.json (the results table), grid.png (frames, one row
+per model and prompt), losses.png (training curves) and timings.json.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class QuickstartConfig:
     nproc: int = option(min(2, os.cpu_count() or 1), "ranks per training stage (torchrun; 1 = a plain process)")
     cd: list[str] = option(help="KEY=VALUE overrides for configs/toy/distill.yaml", many=True, default_factory=list)
     apt: list[str] = option(help="KEY=VALUE overrides for configs/toy/apt.yaml", many=True, default_factory=list)
+    reward: list[str] = option(help="KEY=VALUE overrides for configs/toy/reward.yaml", many=True,
+                               default_factory=list)
     n: int = option(96, "evaluation prompts (held-out combinations)")
     seed: int = option(0, "evaluation seed")
 
@@ -78,22 +81,27 @@ def quickstart(args: QuickstartConfig) -> dict:
     from apt.plots import plot_losses
 
     out = Path(args.out)
-    cd_dir, apt_dir = out / "cd", out / "apt"
+    runs = {"CD": out / "cd", "APT": out / "apt", "APT+reward": out / "reward"}  # the table's names
+    cd_dir, apt_dir, reward_dir = runs.values()
     timings: dict[str, float] = {}
     total_start = time.perf_counter()
-    run_stage("1/3 stage 1: consistency distillation", launcher(args.nproc) + [
+    run_stage("1/4 stage 1: consistency distillation", launcher(args.nproc) + [
         repo_file("scripts/train_distill.py"), "--config", repo_file("configs/toy/distill.yaml"),
         f"train.out_dir={cd_dir}", *args.cd], timings)
-    run_stage("2/3 stage 2: adversarial post-training", launcher(args.nproc) + [
+    run_stage("2/4 stage 2: adversarial post-training", launcher(args.nproc) + [
         repo_file("scripts/train_apt.py"), "--config", repo_file("configs/toy/apt.yaml"),
         f"adv.generator_init={cd_dir}", f"train.out_dir={apt_dir}", *args.apt], timings)
+    run_stage("3/4 reward feedback on the one-step generator", launcher(args.nproc) + [
+        repo_file("scripts/train_apt.py"), "--config", repo_file("configs/toy/reward.yaml"),
+        f"adv.generator_init={apt_dir}", f"adv.discriminator_init={apt_dir}", f"train.out_dir={reward_dir}",
+        *args.reward], timings)
 
-    banner("3/3 evaluation: teacher 25-step vs CD and APT one-step (and APT 2-step)")
+    banner("4/4 evaluation: teacher 25-step vs CD, APT and APT+reward one-step (and APT 2-step)")
     start = time.perf_counter()
-    report = evaluate.evaluate(evaluate.EvaluateConfig(runs=[f"CD={cd_dir}", f"APT={apt_dir}"], two_step=["APT"],
-                                                       n=args.n, seed=args.seed, out=str(out)))
-    plot_losses({"CD": cd_dir, "APT": apt_dir}, out / "losses.png")
-    timings["3/3 evaluation"] = round(time.perf_counter() - start, 1)
+    report = evaluate.evaluate(evaluate.EvaluateConfig(runs=[f"{name}={path}" for name, path in runs.items()],
+                                                       two_step=["APT"], n=args.n, seed=args.seed, out=str(out)))
+    plot_losses(runs, out / "losses.png")
+    timings["4/4 evaluation"] = round(time.perf_counter() - start, 1)
     timings["total"] = round(time.perf_counter() - total_start, 1)
     (out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
 
@@ -101,7 +109,7 @@ def quickstart(args: QuickstartConfig) -> dict:
     for name, seconds in timings.items():
         print(f"  {name:<45} {seconds:8.1f} s")
     print(f"\nresults: {out / 'table.md'}  frames: {out / 'grid.png'}  curves: {out / 'losses.png'}")
-    print(f"samples during training: {cd_dir / 'samples'}  {apt_dir / 'samples'}")
+    print(f"samples during training: {'  '.join(str(path / 'samples') for path in runs.values())}")
     return {"timings": timings, **report}
 
 

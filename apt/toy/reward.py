@@ -1,0 +1,123 @@
+"""The toy world's text-video alignment reward: a small contrastive model (video encoder + word
+encoder) trained on training-split toy clips and captions by apt/toy/train_reward.py and shipped in
+apt/assets/toy-reward/.
+
+It shares nothing with the evaluator that scores the results table (apt/toy/evaluator.py): another
+architecture (a per-frame 2D encoder with a soft-argmax trajectory, not a 3D CNN), its own training
+code, its own augmentation and its own clips, so that a generator that pleases it has to draw what
+the caption says, not what one network happens to read. Its score is the cosine of the clip's and
+the caption's embeddings: higher is better, differentiable in the pixels.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES
+
+REWARD_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-reward"
+# Every word a toy caption can hold; anything else reads as <unk>.
+VOCAB = ("<unk>", *sorted({w for text in (*COLOUR_NAMES, *DIGIT_WORDS, *DIRECTION_NAMES, "a moving")
+                           for w in text.split()}))
+
+
+def words(caption: str) -> list[int]:
+    index = {w: i for i, w in enumerate(VOCAB)}
+    return [index.get(w, 0) for w in re.findall(r"[a-z]+", caption.lower())] or [0]
+
+
+class FrameEncoder(nn.Module):
+    """One frame -> what is drawn (max-pooled features) and where (a soft-argmax position in [-1, 1]^2)."""
+
+    def __init__(self, width: int = 64):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width // 2, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width // 2, width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
+        )
+        self.where = nn.Conv2d(width, 1, 1)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # the toy's glyphs are 8x8 bitmaps drawn at 16 px: half resolution keeps all of them, at a quarter the cost
+        h = self.body(F.avg_pool2d(frames, 2))  # (N, C, H/8, W/8)
+        n, _, gh, gw = h.shape
+        attn = self.where(h).flatten(1).softmax(-1).view(n, gh, gw)
+        ys, xs = torch.linspace(-1, 1, gh, device=h.device), torch.linspace(-1, 1, gw, device=h.device)
+        pos = torch.stack([(attn.sum(1) * xs).sum(-1), (attn.sum(2) * ys).sum(-1)], dim=-1)
+        return h.amax((2, 3)), pos
+
+
+class ToyAlignmentModel(nn.Module):
+    def __init__(self, width: int = 64, dim: int = 64):
+        super().__init__()
+        self.config = dict(width=width, dim=dim)
+        self.frames = FrameEncoder(width)
+        self.video_head = nn.Sequential(nn.Linear(2 * width + 4, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.word_embedding = nn.Embedding(len(VOCAB), dim)
+        self.text_head = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(2.6593))  # log(1 / 0.07), CLIP's start
+
+    def embed_videos(self, videos: torch.Tensor) -> torch.Tensor:
+        """(B, 3, F, H, W) in [-1, 1] -> unit vectors (B, dim)."""
+        b, c, f, h, w = videos.shape
+        look, pos = self.frames(videos.clamp(-1, 1).transpose(1, 2).reshape(b * f, c, h, w))
+        look, pos = look.view(b, f, -1), pos.view(b, f, 2)
+        motion = torch.cat([pos[:, -1] - pos[:, 0], pos.mean(1)], dim=-1)
+        return F.normalize(self.video_head(torch.cat([look.amax(1), look.mean(1), motion], dim=-1)), dim=-1)
+
+    def embed_captions(self, captions: list[str]) -> torch.Tensor:
+        """Captions -> unit vectors (B, dim): the mean of their word embeddings, projected."""
+        device = self.word_embedding.weight.device
+        rows = [self.word_embedding(torch.tensor(words(c), device=device)).mean(0) for c in captions]
+        return F.normalize(self.text_head(torch.stack(rows)), dim=-1)
+
+    def forward(self, videos: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """Cosine similarity (B,) of each clip with its caption."""
+        return (self.embed_videos(videos) * self.embed_captions(captions)).sum(-1)
+
+
+def save_reward_model(model: ToyAlignmentModel, out_dir: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    (out_dir / "config.json").write_text(json.dumps(model.config, indent=2) + "\n")
+    return out_dir
+
+
+@functools.lru_cache(maxsize=2)
+def load_reward_model(model_dir: str | Path = REWARD_DIR) -> ToyAlignmentModel:
+    from safetensors.torch import load_file
+
+    model_dir = Path(model_dir)
+    if not (model_dir / "model.safetensors").exists():
+        raise FileNotFoundError(f"no toy reward model in {model_dir}; build it with: "
+                                f"python scripts/build_toy.py --component reward")
+    model = ToyAlignmentModel(**json.loads((model_dir / "config.json").read_text()))
+    model.load_state_dict(load_file(str(model_dir / "model.safetensors")))
+    return model.eval().requires_grad_(False)
+
+
+class ToyAlignmentReward(nn.Module):
+    """The Reward interface (apt/rewards.py) over the shipped toy model: cosine(clip, caption)."""
+
+    name = "toy_alignment"
+
+    def __init__(self, model_dir: str | Path | None = None, frames: list[int] | tuple[int, ...] = ()):
+        super().__init__()
+        self.model = load_reward_model(Path(model_dir) if model_dir else REWARD_DIR)
+        self.frames = tuple(frames)
+
+    def forward(self, videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        from apt.rewards import pick_frames
+
+        return self.model.to(videos.device)(pick_frames(videos, self.frames).float(), prompts)

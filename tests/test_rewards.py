@@ -1,0 +1,190 @@
+"""Rewards: one interface (scores of decoded frames and prompts), gradients to the pixels, the CLIP
+loader on a tiny local model, a weighted sum, and bad reward configs stopping at start-up."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from apt.adversarial.config import APTConfig
+from apt.config import ConfigError, load_config
+from apt.rewards import CLIPReward, Rewards, build_rewards, pick_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "configs/toy/apt.yaml"
+
+
+def _tiny_clip_folder(path, image_size: int = 32):
+    """A random transformers CLIP with a character-level BPE tokenizer, saved as a local folder."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    chars = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in chars:
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "vocab.json").write_text(json.dumps(vocab))
+    (path / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(path / "vocab.json"), str(path / "merges.txt"))
+    text = dict(vocab_size=len(vocab), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1, pad_token_id=1)
+    vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+                  image_size=image_size, patch_size=8)
+    torch.manual_seed(0)
+    CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=8)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip_folder(tmp_path_factory):
+    return _tiny_clip_folder(tmp_path_factory.mktemp("clip"))
+
+
+def test_clip_reward_scores_each_clip_against_its_prompt_with_gradients(clip_folder):
+    reward = CLIPReward(clip_folder, frames=[0, -1])
+    videos = (torch.rand(3, 3, 5, 24, 40) * 2 - 1).requires_grad_(True)  # not square: resized and centre-cropped
+    scores = reward(videos, ["a red seven", "a blue two", "a cat"])
+    assert scores.shape == (3,) and torch.all(scores.abs() <= 1 + 1e-5)  # cosines
+    scores.sum().backward()
+    assert videos.grad.abs().sum() > 0
+    assert videos.grad[:, :, 1:4].abs().sum() == 0  # only the scored frames get gradients
+    # a prompt changes the score of the same clip
+    again = reward(videos.detach()[:1].expand(2, -1, -1, -1, -1), ["a red seven", "a cat"])
+    assert again[0] != again[1]
+
+
+def test_clip_reward_with_an_aesthetic_head_ignores_the_prompt(clip_folder, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"weight": torch.randn(1, 8), "bias": torch.zeros(1)}, str(tmp_path / "head.safetensors"))
+    reward = CLIPReward(clip_folder, head=tmp_path / "head.safetensors", name="aesthetic")
+    videos = torch.rand(2, 3, 2, 32, 32) * 2 - 1
+    assert torch.allclose(reward(videos, ["x", "y"]), reward(videos, ["a", "b"]))
+
+
+def test_toy_reward_prefers_the_true_caption_and_is_differentiable():
+    pytest.importorskip("apt.toy.reward")
+    from apt.toy.reward import REWARD_DIR, ToyAlignmentReward
+    from apt.toy.world import MovingDigits
+
+    if not (REWARD_DIR / "model.safetensors").exists():
+        pytest.skip("the toy reward model is not built")
+    data = MovingDigits("eval", 24, seed=5)
+    items = [data[i] for i in range(len(data))]
+    videos = torch.stack([it["video"] for it in items]).requires_grad_(True)
+    reward = ToyAlignmentReward()
+    own = reward(videos, [it["caption"] for it in items])
+    wrong = reward(videos.detach(), [items[(i + 1) % len(items)]["caption"] for i in range(len(items))])
+    assert (own.detach() > wrong).float().mean() >= 0.8
+    own.sum().backward()
+    assert videos.grad.abs().sum() > 0
+
+
+def test_weighted_sum_logs_each_reward():
+    class Constant(torch.nn.Module):
+        def __init__(self, name, value):
+            super().__init__()
+            self.name, self.value = name, value
+
+        def forward(self, videos, prompts):
+            return videos.mean((1, 2, 3, 4)) * 0 + self.value
+
+    rewards = Rewards([(Constant("a", 1.0), 2.0), (Constant("b", 3.0), 0.5)])
+    total, each = rewards(torch.zeros(4, 3, 1, 8, 8), ["p"] * 4)
+    assert torch.allclose(total, torch.full((4,), 3.5)) and set(each) == {"a", "b"}
+    with pytest.raises(ConfigError, match="share a name"):
+        Rewards([(Constant("a", 1.0), 1.0), (Constant("a", 2.0), 1.0)])
+
+
+def test_pick_frames_counts_from_the_end_and_names_impossible_picks():
+    videos = torch.arange(5.0).view(1, 1, 5, 1, 1).expand(1, 3, 5, 1, 1)
+    assert pick_frames(videos, [0, -1])[0, 0, :, 0, 0].tolist() == [0.0, 4.0]
+    assert pick_frames(videos, []).shape == videos.shape
+    with pytest.raises(ValueError, match="none of the reward's frames"):
+        pick_frames(videos, [9])
+
+
+def test_bad_reward_configs_stop_at_start_up_with_the_entry_named(tmp_path, clip_folder):
+    with pytest.raises(ConfigError, match=r"adv.rewards\[0\].kind"):
+        load_config(APTConfig, TOY, ["adv.rewards=[{kind: pickscore}]"])
+    with pytest.raises(ConfigError, match=r"adv.rewards\[1\].weight"):
+        load_config(APTConfig, TOY, ["adv.rewards=[{kind: toy}, {kind: clip, path: x, weight: -1}]"])
+    with pytest.raises(ConfigError, match="adv.rewards: .*wieght"):
+        load_config(APTConfig, TOY, ["adv.rewards=[{kind: toy, wieght: 1}]"])
+    missing = load_config(APTConfig, TOY, [f"adv.rewards=[{{kind: clip, path: {tmp_path / 'nope'}}}]"])
+    with pytest.raises(ConfigError, match=r"adv.rewards\[0\].path: .*does not exist"):
+        build_rewards(missing.adv.rewards)
+    no_path = load_config(APTConfig, TOY, ["adv.rewards=[{kind: clip}]"])
+    with pytest.raises(ConfigError, match=r"adv.rewards\[0\].path"):
+        build_rewards(no_path.adv.rewards)
+    ok = load_config(APTConfig, TOY, [f"adv.rewards=[{{kind: clip, path: {clip_folder}, weight: 0.5, name: c}}]"])
+    built = build_rewards(ok.adv.rewards)
+    assert [r.name for r in built.rewards] == ["c"] and built.weights == [0.5]
+
+
+def test_vae_decode_with_grad_equals_the_decode_and_checkpointing_changes_no_gradient():
+    from apt.loading import load_components
+    from apt.model_folder import resolve_model_dir
+
+    vae = load_components(resolve_model_dir("toy"), parts=("vae",)).vae
+    latent = torch.randn(2, 8, 3, 8, 8)
+    full = vae.decode(latent)
+    grads = []
+    for checkpointing in (False, True):
+        x = latent.clone().requires_grad_(True)
+        videos = vae.decode_with_grad(x, checkpointing=checkpointing)
+        assert torch.equal(videos.detach(), full)
+        (videos * torch.linspace(-1, 1, videos.numel()).view_as(videos)).sum().backward()
+        grads.append(x.grad)
+    assert torch.allclose(grads[0], grads[1], atol=1e-6) and grads[0].abs().sum() > 0
+    # the first k latent frames decode to the first 1 + 4 (k - 1) frames of the whole clip (causal VAE)
+    assert torch.equal(vae.decode_with_grad(latent, latent_frames=2).detach(), full[:, :, :5])
+
+
+def _have_toy_reward() -> bool:
+    from apt.toy.reward import REWARD_DIR
+
+    return (REWARD_DIR / "model.safetensors").exists()
+
+
+def test_stage_two_with_a_reward_logs_it_and_updates_g_by_both_gradients(tmp_path, tiny_model_dir, monkeypatch):
+    """A world-of-one stage-2 run with the toy reward: the reward and its parts are logged; with the
+    adversarial term off (the reward-hacking ablation) G still trains, by the reward alone."""
+    if not _have_toy_reward():
+        pytest.skip("the toy reward model is not built")
+    from apt.adversarial.train import main as train
+    from apt.run_folder import read_metrics
+
+    monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "cache"))
+    base = ["--config", str(ROOT / "configs/toy/reward.yaml"), f"model.path={tiny_model_dir}", "adv.generator_init=teacher",
+            "adv.discriminator_init=", "data.num_clips=8", "train.micro_batch_size=4", "train.global_batch_size=0",
+            "train.steps=2", "train.sample_every=0"]
+    for weight in (1.0, 0.0):
+        out = tmp_path / f"adv{weight}"
+        train([*base, f"adv.adversarial_weight={weight}", f"train.out_dir={out}"])
+        rows = read_metrics(out)
+        assert [r["step"] for r in rows] == [1, 2]
+        for row in rows:
+            assert -1 <= row["reward_toy_alignment"] <= 1 and row["reward"] == pytest.approx(row["reward_toy_alignment"])
+            assert row["g_grad_norm"] > 0
+            assert ("g_loss" in row) == (weight > 0)
+
+
+@pytest.mark.slow
+def test_torchrun_two_process_reward_phase_resumes_to_identical_losses(tmp_path, tiny_model_dir):
+    if not _have_toy_reward():
+        pytest.skip("the toy reward model is not built")
+    from apt.run_folder import read_metrics
+    from tiny import straight_and_resumed_runs
+
+    straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", ROOT / "configs/toy/reward.yaml", [
+        f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "adv.discriminator_init=",
+        "data.num_clips=32", "train.micro_batch_size=4", "train.global_batch_size=8",
+        "train.checkpoint_every=2"], tmp_path)
+    keys = ("d_loss", "g_loss", "reward", "aR1")
+    straight = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "straight")}
+    split = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "split")}
+    assert sorted(straight) == sorted(split) == [1, 2, 3, 4]
+    assert split[3] == straight[3] and split[4] == straight[4]
