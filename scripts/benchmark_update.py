@@ -48,8 +48,9 @@ def main(argv=None) -> dict:
         comps = load_components(resolve_model_dir("toy"))
         latent = comps.vae.latent_shape(9, 32, 32)
         g = torch.Generator().manual_seed(0)
-        batch = {"latent": torch.randn(args.batch, *latent, generator=g),
-                 "text": comps.text.encode(["a red seven moving up and to the left"] * args.batch)}
+        prompt = "a red seven moving up and to the left"
+        batch = {"latent": torch.randn(args.batch, *latent, generator=g), "caption": [prompt] * args.batch,
+                 "text": comps.text.encode([prompt] * args.batch)}
         variants = [v.partition(":") for v in args.variant] or [("config", ":", "")]
         stages = {}
         for name, _, overrides in variants:

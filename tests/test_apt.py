@@ -36,7 +36,7 @@ def test_config_needs_a_generator_and_a_known_loss():
 def _guard_only(**adv):
     stage = object.__new__(AdversarialPostTraining)  # the guard needs only the config and its counter
     stage.cfg = load_config(APTConfig, TOY, [f"adv.{k}={v}" for k, v in adv.items()])
-    stage.low_d_loss_steps = 0
+    stage.low_d_loss_steps = stage.separated_steps = 0
     return stage
 
 
@@ -51,6 +51,20 @@ def test_collapse_guard_stops_on_nan_and_on_a_discriminator_that_wins_outright()
         stage._guard(step, {"d_loss": 1e-5, "g_loss": 9.0})
     with pytest.raises(TrainingCollapsed, match="below 0.001 for 3 steps"):
         stage._guard(5, {"d_loss": 1e-5, "g_loss": 9.0})
+
+
+def test_stop_rule_for_samples_that_left_the_data():
+    """adv.stop_d_auc: D separating G's samples from real clips for collapse_patience steps stops the run."""
+    healthy = {"d_loss": 1.3, "g_loss": 0.7}
+    off = _guard_only(collapse_patience=2)
+    for step in range(5):
+        off._guard(step, {**healthy, "d_auc": 0.999})  # off by default
+    stage = _guard_only(collapse_patience=2, stop_d_auc=0.95)
+    stage._guard(0, {**healthy, "d_auc": 0.99})
+    stage._guard(1, {**healthy, "d_auc": 0.80})  # a step back under the threshold resets the count
+    stage._guard(2, {**healthy, "d_auc": 0.99})
+    with pytest.raises(TrainingCollapsed, match="left the data"):
+        stage._guard(3, {**healthy, "d_auc": 0.99})
 
 
 def test_generator_loss_reaches_every_generator_parameter():
@@ -74,7 +88,8 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
            "train.micro_batch_size=4", "train.global_batch_size=0", "train.steps=2", "train.sample_every=0",
            f"train.out_dir={out_dir}",
            "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3",
-           "adv.mismatch_weight=1.0", "adv.r1_every=2", "adv.probe_every=2", "adv.optimizer=rmsprop"]
+           "adv.mismatch_weight=1.0", "adv.r1_every=2", "adv.probe_every=2", "adv.optimizer=rmsprop",
+           "adv.share_generator_pass=true"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]

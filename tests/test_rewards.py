@@ -160,14 +160,16 @@ def test_stage_two_with_a_reward_logs_it_and_updates_g_by_both_gradients(tmp_pat
     monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "cache"))
     base = ["--config", str(ROOT / "configs/toy/reward.yaml"), f"model.path={tiny_model_dir}", "adv.generator_init=teacher",
             "adv.discriminator_init=", "data.num_clips=8", "train.micro_batch_size=4", "train.global_batch_size=0",
-            "train.steps=2", "train.sample_every=0"]
+            "train.steps=2", "train.sample_every=0", "adv.rewards=[{kind: toy, weight: 2.0}]"]
     for weight in (1.0, 0.0):
         out = tmp_path / f"adv{weight}"
         train([*base, f"adv.adversarial_weight={weight}", f"train.out_dir={out}"])
         rows = read_metrics(out)
         assert [r["step"] for r in rows] == [1, 2]
         for row in rows:
-            assert -1 <= row["reward_toy_alignment"] <= 1 and row["reward"] == pytest.approx(row["reward_toy_alignment"])
+            # the toy reward is log p(caption | clip) among the toy world's 540 captions
+            assert row["reward_toy_alignment"] <= 0
+            assert row["reward"] == pytest.approx(2.0 * row["reward_toy_alignment"])  # the weighted total
             assert row["g_grad_norm"] > 0
             assert ("g_loss" in row) == (weight > 0)
 

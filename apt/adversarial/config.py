@@ -39,6 +39,9 @@ class AdversarialConfig:
     # lazy regularisation: approximate R1 on every k-th D step only, its weight multiplied by k
     # (StyleGAN2's trick; 1 = every step, the paper)
     r1_every: int = 1
+    # compute G's samples once per update, with their graph, for both halves (one batch of data per
+    # update instead of two): saves a G forward, keeps G's activations alive through the D step
+    share_generator_pass: bool = False
     r2_weight: float = 0.0  # approximate R2 on generated samples (APT2: 1000 with sigma 0.1); 0 = off
     r2_sigma: float = 0.1
     feature_matching_weight: float = 0.0  # SeedVR2-style L1 on D's tapped features, added to L_G; 0 = off
@@ -61,6 +64,9 @@ class AdversarialConfig:
     head_mlp_ratio: float = 4.0
     collapse_d_loss: float = 1e-3  # stop when the D loss stays below this ...
     collapse_patience: int = 20  # ... for this many consecutive steps
+    # stop when D's running real-vs-fake AUC stays above this for collapse_patience steps: G's samples
+    # have left the data (what reward hacking looks like, docs/reward-feedback.md); 0 = off
+    stop_d_auc: float = 0.0
 
     def validate(self):
         if not self.generator_init:
@@ -95,6 +101,8 @@ class AdversarialConfig:
             if term.weight <= 0:
                 raise ConfigError(f"adv.rewards[{i}].weight must be positive (the reward is maximised), "
                                   f"got {term.weight}")
+        if not 0.0 <= self.stop_d_auc <= 1.0:
+            raise ConfigError(f"adv.stop_d_auc must be in [0, 1] (0 = off), got {self.stop_d_auc}")
         if self.reward_latent_frames < 0 or self.adversarial_weight < 0:
             raise ConfigError("adv.reward_latent_frames and adv.adversarial_weight must be >= 0")
 

@@ -87,7 +87,7 @@ class AdversarialPostTraining:
         if adv.mismatch_weight > 0 and cfg.train.micro_batch_size < 2:
             raise ConfigError("adv.mismatch_weight pairs each clip with another clip's caption of its micro-batch: "
                               "it needs train.micro_batch_size >= 2")
-        self.low_d_loss_steps = 0
+        self.low_d_loss_steps = self.separated_steps = 0
         self.logit_window = {"real": deque(maxlen=adv.auc_window), "fake": deque(maxlen=adv.auc_window)}
         self.probe = self._probe_slice(probe) if probe is not None and adv.probe_every else None
         self.rewards = None
@@ -149,8 +149,16 @@ class AdversarialPostTraining:
 
     def train_step(self, next_batch, step: int) -> dict[str, float]:
         m: dict[str, float] = {}
-        self._discriminator_step(next_batch, step, m)
-        self._generator_step(next_batch, m)
+        if self.cfg.adv.share_generator_pass:
+            # G's samples, with their graph, computed once: the D step reads them detached, the G step
+            # backpropagates through them after D's update (G does not change in between, so they are
+            # exactly what a second forward would give). Costs G's activations through the D step.
+            shared = list(self._micro_batches(next_batch, grad=True))
+            self._discriminator_step([(x, text, caption, fake.detach()) for x, text, caption, fake in shared], step, m)
+            self._generator_step(shared, m)
+        else:  # one micro-batch at a time, each half drawing its own data
+            self._discriminator_step(self._micro_batches(next_batch, grad=False), step, m)
+            self._generator_step(self._micro_batches(next_batch, grad=True), m)
         ema_update(self.ema, self.generator, self.cfg.adv.ema_decay)
         m["d_auc"] = losses.auc(torch.tensor(self.logit_window["real"]), torch.tensor(self.logit_window["fake"]))
         if self.probe is not None and (step + 1) % self.cfg.adv.probe_every == 0:
@@ -161,7 +169,8 @@ class AdversarialPostTraining:
     def _probe_slice(self, probe: dict) -> dict:
         """This rank's share of the held batch (every rank runs the sharded D on its own clips), with a
         fixed re-noising, so that the diagnostic moves only when D does."""
-        x, text = probe["latent"][self.dist.rank::self.dist.world_size], probe["text"][self.dist.rank::self.dist.world_size]
+        mine = slice(self.dist.rank, None, self.dist.world_size)
+        x, text = probe["latent"][mine], probe["text"][mine]
         if len(x) < 2:
             raise ConfigError(f"adv.probe_size={self.cfg.adv.probe_size} gives this rank fewer than 2 held clips "
                               f"for the caption diagnostic: raise it or set adv.probe_every=0")
@@ -179,12 +188,22 @@ class AdversarialPostTraining:
         other = self._d_logits(p["x"], p["text"].roll(1, 0), p["t"], p["noise"])
         return losses.auc(own.float().cpu(), other.float().cpu())
 
+    def _micro_batches(self, next_batch, grad: bool):
+        """The update's micro-batches, drawn as they are used: (latents, text, captions, G's samples)."""
+        dev = self.dist.device
+        for _ in range(self.accum):
+            batch = next_batch()
+            x, text = batch["latent"].to(dev), batch["text"].to(dev)
+            with torch.set_grad_enabled(grad):
+                fake = self._fake(x, text)
+            yield x, text, batch["caption"], fake
+
     def _add(self, m: dict[str, float], key: str, value) -> None:
         """Accumulate a metric as its mean over the update's micro-batches."""
         m[key] = m.get(key, 0.0) + float(value) / self.accum
 
-    def _discriminator_step(self, next_batch, step: int, m: dict[str, float]) -> None:
-        adv, dev = self.cfg.adv, self.dist.device
+    def _discriminator_step(self, micro_batches, step: int, m: dict[str, float]) -> None:
+        adv = self.cfg.adv
         # The non-saturating L_D is a sum of a real and a fake half: backpropagating the fake half
         # (with its aR2) before the real pass keeps two D passes' activations alive, not three or four.
         separable = adv.loss == "nonsaturating"
@@ -195,11 +214,7 @@ class AdversarialPostTraining:
         # collectives), with the same re-noising draws and the same loss.
         fused = separable and r1_weight == 0 and adv.r2_weight == 0
         self.opt_d.zero_grad(set_to_none=True)
-        for _ in range(self.accum):
-            batch = next_batch()
-            x, text = batch["latent"].to(dev), batch["text"].to(dev)
-            with torch.no_grad():
-                fake = self._fake(x, text)
+        for x, text, _, fake in micro_batches:
             if adv.mismatch_weight > 0:  # real clips, wrong captions: negatives, backpropagated on their own
                 t, noise = self._renoising(x)
                 mismatched = self._d_logits(x, text.roll(1, 0), t, noise)
@@ -236,16 +251,13 @@ class AdversarialPostTraining:
         m["d_grad_norm"] = grad_norm(self.discriminator.parameters())
         self.opt_d.step()
 
-    def _generator_step(self, next_batch, m: dict[str, float]) -> None:
-        adv, dev = self.cfg.adv, self.dist.device
+    def _generator_step(self, micro_batches, m: dict[str, float]) -> None:
+        adv = self.cfg.adv
         self.opt_g.zero_grad(set_to_none=True)
         # D's weights are not updated here: no weight gradients for them (nor their reduce-scatter),
         # only the gradient through D to G's samples.
         with _frozen(self.d_trainable):
-            for _ in range(self.accum):
-                batch = next_batch()
-                x, text = batch["latent"].to(dev), batch["text"].to(dev)
-                fake = self._fake(x, text)
+            for x, text, captions, fake in micro_batches:
                 if self.rewards is None:
                     (self._adversarial_loss(x, text, fake, m) / self.accum).backward()
                     continue
@@ -254,7 +266,7 @@ class AdversarialPostTraining:
                 sample = fake.detach().requires_grad_(True)
                 if adv.adversarial_weight:
                     (adv.adversarial_weight * self._adversarial_loss(x, text, sample, m)).backward()
-                (-self._reward(sample, batch["caption"], m)).backward()
+                (-self._reward(sample, captions, m)).backward()
                 fake.backward(sample.grad / self.accum)
         m["g_grad_norm"] = grad_norm(self.generator.parameters())
         self.opt_g.step()
@@ -295,11 +307,18 @@ class AdversarialPostTraining:
         if bad:
             raise TrainingCollapsed(f"non-finite {', '.join(bad)} at step {step + 1}: lower the learning rates or "
                                     f"raise adv.r1_weight, then resume from the last checkpoint")
-        self.low_d_loss_steps = self.low_d_loss_steps + 1 if m["d_loss"] < self.cfg.adv.collapse_d_loss else 0
-        if self.low_d_loss_steps >= self.cfg.adv.collapse_patience:
+        adv = self.cfg.adv
+        self.low_d_loss_steps = self.low_d_loss_steps + 1 if m["d_loss"] < adv.collapse_d_loss else 0
+        if self.low_d_loss_steps >= adv.collapse_patience:
             raise TrainingCollapsed(
-                f"discriminator loss below {self.cfg.adv.collapse_d_loss} for {self.low_d_loss_steps} steps "
+                f"discriminator loss below {adv.collapse_d_loss} for {self.low_d_loss_steps} steps "
                 f"(D wins outright, G gets no signal): check adv.r1_weight / adv.r1_sigma and the batch size")
+        self.separated_steps = self.separated_steps + 1 if adv.stop_d_auc and m["d_auc"] > adv.stop_d_auc else 0
+        if self.separated_steps >= adv.collapse_patience:
+            raise TrainingCollapsed(
+                f"D tells G's samples from real clips with AUC above {adv.stop_d_auc} for {self.separated_steps} "
+                f"steps at step {step + 1}: the samples have left the data (reward hacking, if rewards are on). "
+                f"Use an earlier checkpoint, or lower the reward weights / raise adv.adversarial_weight")
 
     @torch.no_grad()
     def sample(self, step: int, out_dir: Path) -> None:

@@ -6,7 +6,10 @@ It shares nothing with the evaluator that scores the results table (apt/toy/eval
 architecture (a per-frame 2D encoder with a soft-argmax trajectory, not a 3D CNN), its own training
 code, its own augmentation and its own clips, so that a generator that pleases it has to draw what
 the caption says, not what one network happens to read. Its score is the cosine of the clip's and
-the caption's embeddings: higher is better, differentiable in the pixels.
+the caption's embeddings, or (the default) the log-probability the model gives the caption among
+every caption the toy world has (its retrieval task): higher is better, differentiable in the pixels.
+The cosine of a clip showing the wrong digit is still high (colour and motion agree); the
+log-probability is where the digit decides.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES
+from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES, caption
 
 REWARD_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-reward"
 # Every word a toy caption can hold; anything else reads as <unk>.
@@ -28,9 +31,14 @@ VOCAB = ("<unk>", *sorted({w for text in (*COLOUR_NAMES, *DIGIT_WORDS, *DIRECTIO
                            for w in text.split()}))
 
 
-def words(caption: str) -> list[int]:
+# Every caption of the toy world: moving clips and still images.
+ALL_CAPTIONS = tuple(caption(d, c, m) for d in range(len(DIGIT_WORDS)) for c in range(len(COLOUR_NAMES))
+                     for m in [*range(len(DIRECTION_NAMES)), None])
+
+
+def words(text: str) -> list[int]:
     index = {w: i for i, w in enumerate(VOCAB)}
-    return [index.get(w, 0) for w in re.findall(r"[a-z]+", caption.lower())] or [0]
+    return [index.get(w, 0) for w in re.findall(r"[a-z]+", text.lower())] or [0]
 
 
 class FrameEncoder(nn.Module):
@@ -83,6 +91,18 @@ class ToyAlignmentModel(nn.Module):
         """Cosine similarity (B,) of each clip with its caption."""
         return (self.embed_videos(videos) * self.embed_captions(captions)).sum(-1)
 
+    def caption_log_prob(self, videos: torch.Tensor, captions: list[str]) -> torch.Tensor:
+        """log p(caption | clip) (B,) among ALL_CAPTIONS, at the model's learned temperature."""
+        index = {c: i for i, c in enumerate(ALL_CAPTIONS)}
+        unknown = [c for c in captions if c not in index]
+        if unknown:
+            raise ValueError(f"the toy reward scores toy-world captions only, got {unknown[0]!r}")
+        with torch.no_grad():
+            table = self.embed_captions(list(ALL_CAPTIONS))
+        logits = self.logit_scale.exp().clamp(max=100) * self.embed_videos(videos) @ table.T
+        rows = torch.tensor([index[c] for c in captions], device=logits.device)
+        return logits.log_softmax(-1).gather(1, rows[:, None])[:, 0]
+
 
 def save_reward_model(model: ToyAlignmentModel, out_dir: str | Path) -> Path:
     from safetensors.torch import save_file
@@ -112,12 +132,16 @@ class ToyAlignmentReward(nn.Module):
 
     name = "toy_alignment"
 
-    def __init__(self, model_dir: str | Path | None = None, frames: list[int] | tuple[int, ...] = ()):
+    def __init__(self, model_dir: str | Path | None = None, frames: list[int] | tuple[int, ...] = (),
+                 score: str = "log_prob"):
         super().__init__()
+        if score not in ("log_prob", "cosine"):
+            raise ValueError(f"the toy reward's score is 'log_prob' or 'cosine', got {score!r}")
         self.model = load_reward_model(Path(model_dir) if model_dir else REWARD_DIR)
-        self.frames = tuple(frames)
+        self.frames, self.score = tuple(frames), score
 
     def forward(self, videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         from apt.rewards import pick_frames
 
-        return self.model.to(videos.device)(pick_frames(videos, self.frames).float(), prompts)
+        model, clips = self.model.to(videos.device), pick_frames(videos, self.frames).float()
+        return model.caption_log_prob(clips, prompts) if self.score == "log_prob" else model(clips, prompts)
