@@ -11,7 +11,9 @@ mid-save leaves the previous one intact.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -78,6 +80,66 @@ def latest_complete(root: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
+class CorruptCheckpoint(RuntimeError):
+    """A checkpoint whose files are missing or cut short (a crash or a full disk outside the atomic save)."""
+
+
+def verify_checkpoint(path: str | Path, world_size: int | None = None) -> None:
+    """Check that every file a checkpoint's DCP metadata points into exists and is long enough, and
+    that the RNG files are there; raises CorruptCheckpoint naming the first bad file. Reads the
+    metadata and file sizes only."""
+    path = Path(path)
+    if not is_complete(path):
+        raise CorruptCheckpoint(f"{path} is not a complete checkpoint (no meta.json)")
+    try:
+        storage = dcp.FileSystemReader(str(path)).read_metadata().storage_data
+    except Exception as err:  # a truncated .metadata fails inside pickle with any of several errors
+        raise CorruptCheckpoint(f"{path / '.metadata'} cannot be read ({type(err).__name__}: {err})") from None
+    needed: dict[str, int] = {}
+    for info in storage.values():
+        needed[info.relative_path] = max(needed.get(info.relative_path, 0), info.offset + info.length)
+    for name, size in sorted(needed.items()):
+        file = path / name
+        if not file.is_file():
+            raise CorruptCheckpoint(f"{file} is missing")
+        if file.stat().st_size < size:
+            raise CorruptCheckpoint(f"{file} is cut short ({file.stat().st_size} bytes, needs {size})")
+    ranks = json.loads((path / "meta.json").read_text()).get("world_size", world_size or 1)
+    for rank in range(ranks):
+        if not (path / f"rng_rank{rank}.pt").is_file():
+            raise CorruptCheckpoint(f"{path / f'rng_rank{rank}.pt'} is missing")
+
+
+def _fsync_tree(folder: Path) -> None:
+    """Flush every file of a folder to disk, so that the rename that publishes it never publishes
+    data still in the page cache (a power loss would leave a complete-looking empty checkpoint)."""
+    for file in folder.rglob("*"):
+        if file.is_file():
+            fd = os.open(file, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+def _publishable_mode(folder: Path) -> None:
+    """DCP writes some shards owner-only; give every file the mode a plain write would (umask applies)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for file in folder.rglob("*"):
+        if file.is_file():
+            file.chmod(0o666 & ~umask)
+
+
+def _disk_full_message(err: OSError, where: Path) -> OSError:
+    if err.errno == errno.ENOSPC:
+        free = shutil.disk_usage(where.parent).free / 2**30
+        return OSError(errno.ENOSPC, f"disk full while writing the checkpoint {where} ({free:.2f} GiB free on "
+                                     f"that disk); the previous checkpoint is intact: free space and run the "
+                                     f"same command to resume")
+    return err
+
+
 class CheckpointManager:
     """Collective: every rank constructs one and calls save/load together."""
 
@@ -100,16 +162,30 @@ class CheckpointManager:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
-        dcp.save(self._state(models, optimizers), checkpoint_id=str(tmp))
-        torch.save(_rng_state(), tmp / f"rng_rank{self.rank}.pt")
+        try:
+            dcp.save(self._state(models, optimizers), checkpoint_id=str(tmp))
+            torch.save(_rng_state(), tmp / f"rng_rank{self.rank}.pt")
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)  # half a checkpoint only takes space from the next try
+            raise _disk_full_message(err, tmp) from err
+        except Exception as err:  # DCP wraps a writer's OSError in its own exception type
+            shutil.rmtree(tmp, ignore_errors=True)
+            if "No space left on device" in str(err):
+                raise _disk_full_message(OSError(errno.ENOSPC, str(err)), tmp) from err
+            raise
         _barrier()
         if self.rank == 0:
             meta = dict(extra, step=step, world_size=self.world_size)
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            _publishable_mode(tmp)
+            _fsync_tree(tmp)
             shutil.rmtree(final, ignore_errors=True)
             tmp.rename(final)
             pointer = self.root / "latest.tmp"
-            pointer.write_text(final.name)
+            with open(pointer, "w") as f:
+                f.write(final.name)
+                f.flush()
+                os.fsync(f.fileno())
             pointer.replace(self.root / "latest")
             self._prune()
         _barrier()
@@ -122,10 +198,13 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
 
     def load(self, path: str | Path, models: dict, optimizers: dict) -> dict:
-        """Restore models, optimisers and this rank's RNG in place; returns meta.json's content."""
+        """Restore models, optimisers and this rank's RNG in place; returns meta.json's content.
+        A checkpoint with missing or cut-short files raises CorruptCheckpoint (the file named) before
+        anything is restored."""
         path = Path(path)
         if not is_complete(path):
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no meta.json)")
+        verify_checkpoint(path)
         meta = json.loads((path / "meta.json").read_text())
         # DCP reshards on load: a checkpoint of any world size loads into any sharding.
         state = self._state(models, optimizers)

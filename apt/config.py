@@ -70,12 +70,16 @@ class TrainConfig:
     resume: str = "auto"  # "auto": latest checkpoint in out_dir if any; "never"; or a checkpoint path
     tensorboard: bool = True  # also log to <out_dir>/tensorboard when the tensorboard package is installed
     peak_tflops: float = 0.0  # per-device peak for the logged MFU; 0 = known GPUs' bf16 peak, none on CPU
+    # A resume whose config differs from the run's config.yaml (beyond RESUME_FREE_KEYS) stops with the
+    # differences listed; true applies them (optimiser settings included) and records them in
+    # config_changes.jsonl.
+    allow_config_change: bool = False
 
     def validate(self):
         for key in ("steps", "micro_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
-        for key in ("sample_every", "global_batch_size", "peak_tflops"):
+        for key in ("seed", "sample_every", "global_batch_size", "peak_tflops"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
@@ -208,6 +212,31 @@ def dump_config(cfg, path: str | Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     tmp.replace(path)
+
+
+# Keys a resumed run may change without train.allow_config_change: they decide how long a run goes
+# and what it logs, not what it learns.
+RESUME_FREE_KEYS = ("train.steps", "train.resume", "train.out_dir", "train.log_every", "train.checkpoint_every",
+                    "train.sample_every", "train.keep_checkpoints", "train.tensorboard", "train.peak_tflops",
+                    "train.allow_config_change", "preview.")
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def config_changes(saved: str | Path, cfg) -> dict[str, tuple]:
+    """{key: (value in the saved config.yaml, value now)} for every key that differs, free keys aside.
+    Keys only one side has (options added or removed by another version of this package) are skipped."""
+    old = _flatten(OmegaConf.to_container(OmegaConf.load(saved)))
+    new = _flatten(OmegaConf.to_container(OmegaConf.structured(cfg)))
+    return {k: (old[k], new[k]) for k in sorted(set(old) & set(new))
+            if old[k] != new[k] and not k.startswith(RESUME_FREE_KEYS)}
 
 
 # -- command lines -----------------------------------------------------------------------------------

@@ -37,9 +37,22 @@ class DistInfo:
     backend: str
 
 
+def set_cpu_threads() -> int:
+    """Threads for this process's CPU math: OMP_NUM_THREADS when set (torch has applied it); otherwise
+    the cores this process may run on (its affinity mask, which containers and taskset narrow; torch
+    counts the machine's cores) shared among the ranks on this machine (LOCAL_WORLD_SIZE). Without it
+    N processes on one machine each use every core, and batch-1 sampling slows several-fold on a busy
+    machine. Returns the count."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(max(1, cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))))
+    return torch.get_num_threads()
+
+
 def init_distributed() -> DistInfo:
     if dist.is_initialized():
         raise RuntimeError("the process group is already initialised")
+    set_cpu_threads()
     cuda = torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
@@ -123,6 +136,15 @@ def grad_norm(parameters, max_norm: float = 0.0) -> float:
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in params])
     return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)
+
+
+def any_rank(flag: bool, device=None) -> bool:
+    """True on every rank if `flag` is true on any (collective; a world of one returns the flag)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def all_reduce_mean(value, device=None):

@@ -28,21 +28,17 @@ def run_training(schema: type, doc: str, argv, build_stage: Callable, prog: str,
 
 
 def _train(cfg, build_stage: Callable) -> dict:
-    from apt.config import dump_config
     from apt.distributed import init_distributed, shutdown_distributed
     from apt.harness import Harness
     from apt.loading import load_components
     from apt.model_folder import resolve_model_dir
     from apt.previews import SampleWriter
-    from apt.run_folder import CONFIG
 
     dist = init_distributed()
+    lock = None
     try:
         cfg.train.grad_accum(dist.world_size)  # a global batch the ranks cannot make fails here, not at step 1
-        out_dir = Path(cfg.train.out_dir)
-        if dist.rank == 0:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            dump_config(cfg, out_dir / CONFIG)
+        lock = claim_run_folder(cfg, dist)
         model_dir = resolve_model_dir(cfg.model.path)
         comps = load_components(model_dir)
         dataset = training_dataset(cfg.data, comps, model_dir, dist)
@@ -53,7 +49,57 @@ def _train(cfg, build_stage: Callable) -> dict:
         comps.text = comps.transformer = None
         return Harness(cfg.train, dist, dataset, stage).run()
     finally:
+        if lock is not None:
+            lock.close()
         shutdown_distributed()
+
+
+def claim_run_folder(cfg, dist):
+    """Rank 0 locks the run folder, clears what a crash left half-written, checks a resume against the
+    run's config.yaml and writes the config; every rank raises the same error if any of that fails.
+    Returns the lock (rank 0; None elsewhere), held until the run ends."""
+    import json
+
+    import torch.distributed as torch_dist
+
+    from apt.config import ConfigError, config_changes, dump_config
+    from apt.run_folder import CONFIG, clear_partial_writes, latest_checkpoint, lock_run_folder, run_of
+
+    out_dir, train = Path(cfg.train.out_dir), cfg.train
+    lock, error = None, None
+    if dist.rank == 0:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            lock = lock_run_folder(out_dir)
+            clear_partial_writes(out_dir)
+            resume_from = (None if train.resume == "never" else
+                           latest_checkpoint(out_dir) if train.resume == "auto" else Path(train.resume))
+            saved = out_dir / CONFIG
+            if resume_from is not None and not saved.exists():
+                saved = run_of(resume_from) / CONFIG
+            changes = config_changes(saved, cfg) if resume_from is not None and saved.exists() else {}
+            if changes and not train.allow_config_change:
+                listed = "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items())
+                raise ConfigError(f"resuming {resume_from} with settings that differ from {saved}: {listed}. "
+                                  f"Put them back, start a new train.out_dir, or pass "
+                                  f"train.allow_config_change=true to apply them from here on")
+            if changes:
+                with (out_dir / "config_changes.jsonl").open("a") as f:
+                    f.write(json.dumps({"resumed_from": str(resume_from),
+                                        "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
+            dump_config(cfg, out_dir / CONFIG)
+        except (ConfigError, FileExistsError, FileNotFoundError) as err:
+            error = err
+            if lock is not None:
+                lock.close()
+                lock = None
+    if torch_dist.is_initialized() and dist.world_size > 1:
+        shared = [error]
+        torch_dist.broadcast_object_list(shared, src=0)
+        error = shared[0]
+    if error is not None:
+        raise error
+    return lock
 
 
 def training_dataset(data_cfg, components, model_dir: Path, dist):

@@ -21,6 +21,8 @@ from pathlib import Path
 # arguments, and rejects bad ones, before loading them.
 from apt.model_folder import MANIFEST, native_sample, read_manifest  # light: no torch
 COPIED_PARTS = ("vae", "text_encoder", "tokenizer")
+# Everything an export writes at its top level: what --overwrite may delete.
+EXPORT_ENTRIES = {"transformer", "scheduler", "model_index.json", MANIFEST, *COPIED_PARTS}
 # Largest |latent| difference the bf16 export may show against the float32 checkpoint on the verify
 # probe (normalised latents, |x| ~ 1-4); bf16 keeps 8 bits of mantissa, so ~1e-2 relative per layer.
 BF16_TOLERANCE = 0.25
@@ -53,7 +55,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
     """Write the export folder `out`; returns it. `model_dir` defaults to the run's teacher folder."""
     from apt.loading import parse_dtype
     from apt.model_folder import check_layout, resolve_model_dir
-    from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint
+    from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint, run_of
 
     torch_dtype = parse_dtype(dtype)
     out = Path(out).expanduser()
@@ -64,6 +66,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
     if teacher is None:
         raise ValueError(f"no teacher folder recorded for {step_dir} (no run config.yaml): give --model")
     teacher = check_layout(teacher)
+    check_export_target(out, protected={"the checkpoint's run": run_of(step_dir), "the model folder": teacher})
     generator = load_generator(step_dir, teacher, weights)
     text_tokens = _text_tokens(teacher)
     meta = json.loads((step_dir / "meta.json").read_text())
@@ -100,6 +103,35 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    """a is b, or one lies inside the other."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or a in b.parents or b in a.parents
+
+
+def check_export_target(out: Path, protected: dict[str, Path]) -> None:
+    """Refuse an --out that would destroy what the export reads or anything that is not an earlier
+    export: the replaced folder is deleted whole."""
+    for what, folder in protected.items():
+        if _overlaps(out, folder):
+            raise FileExistsError(f"--out {out} is, contains or lies inside {what} ({folder}); "
+                             f"choose a folder of its own")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise FileExistsError(f"--out {out} is a file, not an earlier export; --overwrite replaces only exports")
+    entries = {p.name for p in out.iterdir()}
+    if not entries:
+        return  # an empty folder holds nothing to lose
+    if (read_manifest(out) or {}).get("kind") != "one-step":
+        raise FileExistsError(f"--out {out} is not an earlier export (no {MANIFEST} of kind one-step); "
+                              f"--overwrite replaces only exports: choose another folder")
+    foreign = sorted(entries - EXPORT_ENTRIES)
+    if foreign:
+        raise FileExistsError(f"--out {out} holds files an export does not write ({', '.join(foreign[:5])}); "
+                              f"move them or choose another folder")
 
 
 def _text_tokens(teacher: Path) -> int:

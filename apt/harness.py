@@ -6,6 +6,7 @@ the same in every stage (what is checkpointed, in which order data arrives, what
 
 from __future__ import annotations
 
+import math
 import random
 import resource
 import time
@@ -17,10 +18,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from apt.checkpoint import CheckpointManager
+from apt.checkpoint import CheckpointManager, CorruptCheckpoint, is_complete
 from apt.config import TrainConfig
 from apt.data.stream import DataStream
-from apt.distributed import DistInfo, all_reduce_mean
+from apt.distributed import DistInfo, all_reduce_mean, any_rank, local_tensor
 from apt.run_folder import checkpoints_dir, latest_checkpoint, samples_dir
 from apt.run_log import RunLog, setup_logging
 
@@ -28,6 +29,10 @@ from apt.run_log import RunLog, setup_logging
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "B200": 2250.0, "A100": 312.0,
                "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 PREVIEW_GIF = "preview.gif"  # what a stage's sample() writes for TensorBoard's video view
+
+
+class NonFiniteError(FloatingPointError):
+    """A loss, gradient norm or weight turned NaN or infinite."""
 
 
 class Stage(Protocol):
@@ -78,6 +83,8 @@ class Harness:
         self.ckpt = CheckpointManager(checkpoints_dir(self.out_dir), cfg.keep_checkpoints, dist.rank,
                                       dist.world_size)
         self.global_batch = cfg.micro_batch_size * cfg.grad_accum(dist.world_size) * dist.world_size
+        # gloo reduces CPU tensors; NCCL needs them on this rank's GPU
+        self._reduce_device = dist.device if dist.backend == "nccl" else None
 
     def _resume_path(self) -> Path | None:
         if self.cfg.resume == "never":
@@ -89,8 +96,9 @@ class Harness:
             raise FileNotFoundError(f"train.resume={path} does not exist")
         return path
 
-    def _resume(self) -> tuple[int, int, Path | None]:
-        """(step, data position, checkpoint) after restoring modules, optimisers and RNG."""
+    def _resume(self, log: Callable[[str], None]) -> tuple[int, int, Path | None]:
+        """(step, data position, checkpoint) after restoring modules, optimisers and RNG. With
+        train.resume=auto a corrupt newest checkpoint is skipped for the newest intact one (logged)."""
         # Seed first: a resume on another world size keeps these fresh per-rank seeds.
         seed = self.cfg.seed + self.dist.rank  # ranks draw different noise for different samples
         torch.manual_seed(seed)
@@ -99,12 +107,48 @@ class Harness:
         path = self._resume_path()
         if path is None:
             return 0, 0, None
-        meta = self.ckpt.load(path, self.stage.modules(), self.stage.optimizers())
+        candidates = [path]
+        if self.cfg.resume == "auto":  # older complete checkpoints, newest first
+            candidates += sorted((p for p in path.parent.glob("step_*") if is_complete(p) and p.name < path.name),
+                                 reverse=True)
+        # The run's settings win over the checkpoint's optimiser hyperparameters (equal unless the
+        # resume was allowed to change them: train.allow_config_change).
+        configured = {k: [{h: v for h, v in g.items() if h != "params"} for g in opt.param_groups]
+                      for k, (_, opt) in self.stage.optimizers().items()}
+        for i, candidate in enumerate(candidates):
+            try:
+                meta = self.ckpt.load(candidate, self.stage.modules(), self.stage.optimizers())
+                break
+            except CorruptCheckpoint as err:
+                if i + 1 == len(candidates):
+                    raise FileNotFoundError(f"{err}; no intact checkpoint to resume from "
+                                            f"(train.resume=never starts afresh)") from None
+                log(f"[{self.stage.name}] {err}: resuming from {candidates[i + 1]} instead")
         if meta.get("stage") != self.stage.name:
-            raise ValueError(f"{path} is a {meta.get('stage')!r} checkpoint, not {self.stage.name!r}")
-        return meta["step"], meta["data_position"], path
+            raise ValueError(f"{candidate} is a {meta.get('stage')!r} checkpoint, not {self.stage.name!r}")
+        for k, (_, opt) in self.stage.optimizers().items():
+            for group, settings in zip(opt.param_groups, configured[k]):
+                group.update(settings)
+        return meta["step"], meta["data_position"], candidate
+
+    def _check_finite(self, step: int, metrics: dict) -> None:
+        """Stop every rank together, before anything is saved, when a loss or gradient norm is not
+        finite: training on would only overwrite good checkpoints with NaN ones."""
+        bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+        if any_rank(bool(bad), self._reduce_device):
+            raise NonFiniteError(f"step {step}: {bad or 'another rank'} is not finite; the last good "
+                                 f"checkpoint is {latest_checkpoint(self.out_dir)}. Lower the learning rate "
+                                 f"or check the data, then resume")
+
+    def _check_weights_finite(self, step: int) -> None:
+        bad = [f"{name}.{p_name}" for name, module in self.stage.modules().items()
+               for p_name, p in module.named_parameters() if not torch.isfinite(local_tensor(p.detach())).all()]
+        if any_rank(bool(bad), self._reduce_device):
+            raise NonFiniteError(f"step {step}: weights are not finite ({', '.join(bad[:3]) or 'on another rank'}); "
+                                 f"not saved; the last good checkpoint is {latest_checkpoint(self.out_dir)}")
 
     def save(self, step: int, data: DataStream) -> Path:
+        self._check_weights_finite(step)
         return self.ckpt.save(step, self.stage.modules(), self.stage.optimizers(),
                               {"data_position": data.position, "stage": self.stage.name})
 
@@ -129,16 +173,18 @@ class Harness:
         """Train to cfg.steps (resuming per cfg.resume); returns {step, metrics, out_dir}."""
         cfg, rank, name = self.cfg, self.dist.rank, self.stage.name
         setup_logging(rank)
-        step, position, resumed_from = self._resume()
+        notes: list[str] = []
+        step, position, resumed_from = self._resume(notes.append)
         data = DataStream(self.dataset, cfg.micro_batch_size, rank, self.dist.world_size, cfg.seed, position)
         log = RunLog(self.out_dir, rank, resume_step=step if resumed_from is not None else None,
                      tensorboard=cfg.tensorboard)
+        for note in notes:
+            log.message(note)
         if resumed_from is not None:
             log.message(f"[{name}] resumed from {resumed_from} at step {step}")
         flops_per_step = self._flops_per_step()
         peak = device_peak_flops(self.dist.device, cfg.peak_tflops)
-        # gloo reduces CPU tensors; NCCL needs them on this rank's GPU
-        reduce_device = self.dist.device if self.dist.backend == "nccl" else None
+        reduce_device = self._reduce_device
         bar = tqdm(total=cfg.steps, initial=step, desc=name, disable=rank != 0, dynamic_ncols=True)
         last: dict = {}
         window_start, window_steps = time.perf_counter(), 0
@@ -146,6 +192,7 @@ class Harness:
             while step < cfg.steps:
                 metrics = self.stage.train_step(data.next_batch, step)
                 step += 1
+                self._check_finite(step, metrics)
                 window_steps += 1
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     # collective: every rank reaches this line at the same steps

@@ -5,6 +5,7 @@
          samples/step_*/       preview mp4s and grid.png at fixed prompts and seeds
          checkpoints/step_*/   DCP checkpoints (apt/checkpoint.py); checkpoints/latest names the newest
          tensorboard/          event files, when the tensorboard package is installed
+         .lock                 held (flock) by the run training in the folder: pid, host, start time
 
 Commands take a run folder or one of its step folders wherever they take a checkpoint.
 """
@@ -19,6 +20,54 @@ METRICS = "metrics.jsonl"
 SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
+LOCK = ".lock"
+
+
+class RunFolderBusy(FileExistsError):
+    """Another process trains in this run folder."""
+
+
+def lock_run_folder(run_dir: str | Path):
+    """Hold an exclusive lock on the run folder for this process's lifetime (the returned file; close it
+    to release). A second run on the same folder would interleave metrics and race on checkpoints, so
+    it stops here, naming the holder. flock is released by the kernel when the holder dies, so a killed
+    run never leaves a stale lock."""
+    import fcntl
+    import os
+    import socket
+    from datetime import datetime, timezone
+
+    path = Path(run_dir) / LOCK
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown process"
+        handle.close()
+        raise RunFolderBusy(f"{run_dir} is in use by another run ({holder}); wait for it, stop it, "
+                            f"or choose another train.out_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
+    handle.flush()
+    return handle
+
+
+def clear_partial_writes(run_dir: str | Path) -> list[Path]:
+    """Delete what a crash (or a full disk) left half-written: temporary checkpoint folders and the
+    temporary files of atomic rewrites. Only complete files and folders are ever renamed into place,
+    so nothing here is anything a run can use. Returns what was removed."""
+    import shutil
+
+    run_dir = Path(run_dir)
+    # pathlib's "*" matches names starting with a dot too (.config.yaml.tmp)
+    stale = sorted({*checkpoints_dir(run_dir).glob(".tmp_step_*"), *run_dir.glob("*.tmp"),
+                    *checkpoints_dir(run_dir).glob("*.tmp")})
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    return stale
 
 
 def checkpoints_dir(run_dir: str | Path) -> Path:
@@ -74,12 +123,17 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
     """A stage-1/2 checkpoint's generator (EMA by default) as a plain, unsharded float32 OneStepGenerator.
 
     `checkpoint` is a step or run directory; the architecture comes from the teacher folder the run
-    started from (`model_dir`, by default the run's config.yaml model.path).
+    started from (`model_dir`, by default the run's config.yaml model.path). An export folder (apt-export,
+    safetensors) works too: the way weights should travel, since a DCP checkpoint's metadata is a
+    pickle that runs code when read (load DCP run folders from trusted sources only).
     """
     from apt.backbone import WanBackbone
     from apt.checkpoint import checkpoint_model_names, load_model_from_checkpoint
     from apt.generator import OneStepGenerator
+    from apt.model_folder import is_one_step
 
+    if is_one_step(checkpoint):
+        return OneStepGenerator(WanBackbone.from_pretrained(checkpoint).float().eval().requires_grad_(False))
     path = resolve_checkpoint(checkpoint)
     names = checkpoint_model_names(path)
     if name not in names:

@@ -26,8 +26,12 @@ class CDConfig:
             raise ConfigError(f"cd.target must be 'ema' or 'stopgrad', got {self.target!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"cd.ema_decay must be in [0, 1), got {self.ema_decay}")
-        if self.shift <= 0 or self.lr <= 0:
-            raise ConfigError("cd.shift and cd.lr must be positive")
+        for key in ("shift", "lr"):
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"cd.{key} must be positive, got {getattr(self, key)}")
+        for key in ("guidance_scale", "weight_decay", "max_grad_norm"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"cd.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass

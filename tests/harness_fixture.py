@@ -21,6 +21,7 @@ from apt.config import ParallelConfig, TrainConfig, load_config
 from apt.command import exit_cleanly
 from apt.distributed import DistInfo, all_reduce_mean, init_distributed, parallelize_backbone, shutdown_distributed
 from apt.ema import ema_update
+from apt.entry import claim_run_folder
 from apt.harness import Harness
 from tiny import tiny_transformer
 
@@ -34,6 +35,7 @@ class FixtureConfig:
                                                                    checkpoint_every=2, sample_every=2))
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     fail_at: int = 0  # > 0: train_step raises at this step (to test the error path)
+    lr: float = 1e-3
 
     def validate(self):
         self.train.validate()
@@ -63,7 +65,7 @@ class FlowMatchingStage:
         self.ema = WanBackbone(tiny_transformer(seed=0)).eval().requires_grad_(False)
         parallelize_backbone(self.model, cfg.parallel)
         parallelize_backbone(self.ema, ParallelConfig(cfg.parallel.fsdp, False, cfg.parallel.mixed_precision))
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr)
         g = torch.Generator().manual_seed(99)
         self.sample_noise, self.sample_text = torch.randn(2, *LATENT, generator=g), torch.randn(2, *TEXT, generator=g)
 
@@ -106,9 +108,13 @@ def main(argv: list[str]) -> dict:
     out_dir, overrides = argv[0], argv[1:]
     cfg = load_config(FixtureConfig, None, [f"train.out_dir={out_dir}"] + overrides)
     dist = init_distributed()
+    lock = None
     try:
+        lock = claim_run_folder(cfg, dist)  # as apt/entry.py does for the real stages
         return Harness(cfg.train, dist, RandomLatents(), FlowMatchingStage(cfg, dist)).run()
     finally:
+        if lock is not None:
+            lock.close()
         shutdown_distributed()
 
 

@@ -208,11 +208,12 @@ def test_torchrun_two_process_apt_resumes_to_identical_losses(tmp_path, tiny_mod
     straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", TOY, [
         f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "data.num_clips=32",
         "train.micro_batch_size=4", "train.global_batch_size=16", "train.checkpoint_every=2",
-        "parallel.mixed_precision=bf16", "parallel.activation_checkpointing=true"], tmp_path)
-    keys = ("d_loss", "g_loss", "aR1", "d_real", "d_fake")
-    straight = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "straight")}
-    split = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "split")}
+        "parallel.mixed_precision=bf16", "parallel.activation_checkpointing=true", "adv.r1_every=2"], tmp_path)
+    keys = ("d_loss", "g_loss", "aR1", "d_real", "d_fake")  # aR1 only on penalised steps (1 and 3)
+    straight = {m["step"]: [m.get(k) for k in keys] for m in read_metrics(tmp_path / "straight")}
+    split = {m["step"]: [m.get(k) for k in keys] for m in read_metrics(tmp_path / "split")}
     assert sorted(straight) == sorted(split) == [1, 2, 3, 4]
+    assert straight[3][2] is not None and straight[4][2] is None
     assert split[3] == straight[3] and split[4] == straight[4]
     assert all(v > 0 for v in straight[1][:2])
     # the stage-2 EMA generator loads through the same path as stage 1's

@@ -106,3 +106,46 @@ def test_export_rejects_bad_input_clearly(tiny_run_dir, tiny_model_dir, tmp_path
     assert not (tmp_path / "e").exists()
     with pytest.raises(FileNotFoundError, match="not a seaweed-apt export"):
         verify_export(tiny_model_dir)
+
+
+def test_overwrite_replaces_only_an_earlier_export(tiny_run_dir, tiny_model_dir, tmp_path):
+    """--overwrite deletes the folder it replaces: never the run, the teacher or a user's files."""
+    run_files = sorted(p.relative_to(tiny_run_dir) for p in tiny_run_dir.rglob("*"))
+    teacher_files = sorted(p.relative_to(tiny_model_dir) for p in tiny_model_dir.rglob("*"))
+    step_dir = next((tiny_run_dir / "checkpoints").glob("step_*"))
+    for out in (tiny_run_dir, step_dir, tiny_run_dir / "exports" / "e", tiny_model_dir, tiny_model_dir.parent):
+        with pytest.raises(FileExistsError, match="is, contains or lies inside"):
+            export_checkpoint(tiny_run_dir, out, overwrite=True)
+    assert sorted(p.relative_to(tiny_run_dir) for p in tiny_run_dir.rglob("*")) == run_files
+    assert sorted(p.relative_to(tiny_model_dir) for p in tiny_model_dir.rglob("*")) == teacher_files
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not an earlier export"):
+        export_checkpoint(tiny_run_dir, mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+
+    out = export_checkpoint(tiny_run_dir, tmp_path / "export", dtype="fp32")
+    assert export_checkpoint(tiny_run_dir, out, dtype="fp32", overwrite=True) == out  # an export: replaced
+    (out / "notes.txt").write_text("keep me too")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        export_checkpoint(tiny_run_dir, out, dtype="fp32", overwrite=True)
+    assert (out / "notes.txt").exists()
+
+
+def test_an_export_travels_where_a_checkpoint_does(tiny_run_dir, tiny_model_dir, tmp_path):
+    """Weights from elsewhere come as an export (safetensors: nothing is unpickled): evaluate, generate's
+    loader and stage 2's adv.generator_init take one and get the checkpoint's generator."""
+    from apt.adversarial.config import APTConfig
+    from apt.adversarial.train import check_inputs, initial_generator
+    from apt.config import load_config
+
+    out = export_checkpoint(tiny_run_dir, tmp_path / "export", dtype="fp32")
+    ref = load_generator_from_checkpoint(tiny_run_dir, tiny_model_dir).backbone.state_dict()
+    via_export = load_generator_from_checkpoint(out).backbone.state_dict()
+    assert set(via_export) == set(ref) and all(torch.equal(via_export[k], ref[k]) for k in ref)
+    check_inputs(load_config(APTConfig, None, [f"adv.generator_init={out}"]))
+    teacher = WanBackbone.from_pretrained(tiny_model_dir)
+    init = initial_generator(str(out), teacher).state_dict()
+    assert all(torch.equal(init[k], ref[k]) for k in ref)

@@ -26,15 +26,26 @@ def test_generate_is_reproducible_for_a_seed(tiny_model_dir, tmp_path):
     assert (a == b).all()
 
 
-def test_generate_rejects_bad_requests(tiny_model_dir, tmp_path):
+def test_generate_rejects_bad_requests(tiny_model_dir, tmp_path, capsys):
+    def refused(*args: str) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_status:
+            main(["--model", str(tiny_model_dir), "--prompt", "a", "--out", str(tmp_path / "o"), *args])
+        assert exit_status.value.code == 2
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and last.startswith("error: "), err  # one line says what is wrong
+        return last
+
     with pytest.raises(SystemExit):
         main(["--model", str(tiny_model_dir), "--out", str(tmp_path / "x.mp4")])  # no prompt
     with pytest.raises(SystemExit):
         main(["--model", str(tiny_model_dir), "--prompt", "a", "--prompt", "b", "--out", str(tmp_path / "x.mp4")])
-    with pytest.raises(SystemExit):
-        main(["--model", str(tiny_model_dir), "--prompt", "a", "--height", "-32", "--out", str(tmp_path / "o")])
-    with pytest.raises(ValueError, match="multiples of 8"):
-        main(["--model", str(tiny_model_dir), "--prompt", "a", "--height", "12", "--out", str(tmp_path / "o")])
+    assert "height must be positive" in refused("--height", "-32")
+    assert "multiples of 8" in refused("--height", "12")
+    assert "4k+1" in refused("--frames", "6")
+    assert "steps must be at most 1000" in refused("--steps", "100000000")
+    assert not (tmp_path / "o").exists()
 
 
 def _one_step(run_dir, out, *extra):

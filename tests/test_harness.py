@@ -53,6 +53,7 @@ def test_config_merges_defaults_yaml_and_overrides_and_dumps(tmp_path):
     ("train:\n  seed: [1]\n", [], "train.seed"),  # wrong type (YAML)
     ("", ["train.steps=0"], "train.steps"),  # impossible value
     ("", ["train.micro_batch_size=-2"], "train.micro_batch_size"),
+    ("", ["train.seed=-1"], "train.seed"),
     ("", ["parallel.mixed_precision=fp8"], "parallel.mixed_precision"),
     ("", ["parallel.fsdp=false", "parallel.mixed_precision=bf16"], "parallel.mixed_precision"),
     ("", ["train=3"], "train: Merge error"),  # omegaconf names no key here: the override is named

@@ -180,3 +180,30 @@ def test_torchrun_two_ranks_split_the_work(video_folder, tmp_path, tiny_model_di
     assert {n[:4] for n in names} == {"r000", "r001"} and len(names) == 3  # items r::2 of the 3 good ones
     assert len(ShardDataset(out)) == 3
     assert json.loads((out / "report.json").read_text())["skipped"] == 3
+
+
+def test_a_caption_that_is_not_utf8_skips_its_file_not_the_run(tmp_path, tiny_model_dir):
+    from PIL import Image
+
+    from apt.data.video_folder import NOT_UTF8, discover
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    for name, colour in (("good", (200, 10, 10)), ("latin", (10, 200, 10)), ("other", (10, 10, 200))):
+        Image.new("RGB", (16, 16), colour).save(root / f"{name}.png")
+    (root / "good.txt").write_text("a red square")
+    (root / "latin.txt").write_bytes("un carré vert".encode("latin-1"))
+    (root / "other.txt").write_text("a blue square")
+    main(["--videos", str(root), "--out", str(tmp_path / "s"), "--model", str(tiny_model_dir), "--frames", "1",
+          "--height", "16", "--width", "16", "--fps", "8"])
+    report = json.loads((tmp_path / "s" / "report.json").read_text())
+    assert {"path": "latin.png", "reason": NOT_UTF8} in report["skipped_files"]
+    assert sorted(ShardDataset(tmp_path / "s")[i]["caption"] for i in range(2)) == ["a blue square", "a red square"]
+
+    table = tmp_path / "captions.csv"
+    table.write_bytes("path,caption\ngood.png,a red square\nlatin.png,un carré vert\n".encode("latin-1"))
+    items, skipped = discover(root, table)
+    assert [it.key for it in items] == ["good.png"] and {"path": "latin.png", "reason": NOT_UTF8} in skipped
+    table.write_bytes("path,caption\n".encode("utf-16"))  # not UTF-8 at all: the file is named
+    with pytest.raises(ConfigError, match=rf"{table.name}: a CSV caption file needs .*not UTF-8"):
+        discover(root, table)

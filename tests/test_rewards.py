@@ -184,9 +184,10 @@ def test_torchrun_two_process_reward_phase_resumes_to_identical_losses(tmp_path,
     straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", ROOT / "configs/toy/reward.yaml", [
         f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "adv.discriminator_init=",
         "data.num_clips=32", "train.micro_batch_size=4", "train.global_batch_size=8",
-        "train.checkpoint_every=2"], tmp_path)
-    keys = ("d_loss", "g_loss", "reward", "aR1")
-    straight = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "straight")}
-    split = {m["step"]: [m[k] for k in keys] for m in read_metrics(tmp_path / "split")}
+        "train.checkpoint_every=2", "adv.r1_every=2"], tmp_path)
+    keys = ("d_loss", "g_loss", "reward", "aR1")  # aR1 only on penalised steps (1 and 3)
+    straight = {m["step"]: [m.get(k) for k in keys] for m in read_metrics(tmp_path / "straight")}
+    split = {m["step"]: [m.get(k) for k in keys] for m in read_metrics(tmp_path / "split")}
     assert sorted(straight) == sorted(split) == [1, 2, 3, 4]
+    assert straight[3][3] is not None and straight[4][3] is None
     assert split[3] == straight[3] and split[4] == straight[4]

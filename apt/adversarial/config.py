@@ -21,7 +21,7 @@ class RewardTerm:
 
 @dataclass
 class AdversarialConfig:
-    generator_init: str = ""  # stage-1 run dir or checkpoint (its EMA), or "teacher" (for tests only)
+    generator_init: str = ""  # stage-1 run dir or checkpoint (its EMA), an apt-export folder, or "teacher" (tests)
     # a stage-2 run (or checkpoint) whose discriminator D continues from; "" = a fresh copy of the teacher
     discriminator_init: str = ""
     lr_generator: float = 5e-6  # paper: 5e-6 image stage, 3e-6 video stage
@@ -90,7 +90,7 @@ class AdversarialConfig:
             raise ConfigError(f"adv.optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
         if self.mismatch_weight < 0:
             raise ConfigError(f"adv.mismatch_weight must be >= 0, got {self.mismatch_weight}")
-        for key in ("r1_every", "auc_window", "probe_size"):
+        for key in ("r1_every", "auc_window", "probe_size", "collapse_patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")
         if self.probe_every < 0:
@@ -101,6 +101,10 @@ class AdversarialConfig:
             if term.weight <= 0:
                 raise ConfigError(f"adv.rewards[{i}].weight must be positive (the reward is maximised), "
                                   f"got {term.weight}")
+        if self.collapse_d_loss < 0 or self.head_mlp_ratio <= 0:
+            raise ConfigError("adv.collapse_d_loss must be >= 0 and adv.head_mlp_ratio > 0")
+        if any(t < 1 for t in self.taps):
+            raise ConfigError(f"adv.taps are 1-based block numbers, got {list(self.taps)}")
         if not 0.0 <= self.stop_d_auc <= 1.0:
             raise ConfigError(f"adv.stop_d_auc must be in [0, 1] (0 = off), got {self.stop_d_auc}")
         if self.reward_latent_frames < 0 or self.adversarial_weight < 0:

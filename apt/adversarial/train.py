@@ -13,9 +13,12 @@ from apt.entry import run_training
 
 def check_inputs(cfg: APTConfig) -> None:
     """Fail before the data is encoded and the models are loaded when a run it starts from is missing."""
+    from apt.model_folder import is_one_step
     from apt.run_folder import resolve_checkpoint
 
     for key, spec in (("generator_init", cfg.adv.generator_init), ("discriminator_init", cfg.adv.discriminator_init)):
+        if key == "generator_init" and is_one_step(spec):
+            continue  # an export folder (apt-export)
         if spec and spec != "teacher":
             try:
                 resolve_checkpoint(spec)
@@ -25,15 +28,21 @@ def check_inputs(cfg: APTConfig) -> None:
 
 
 def initial_generator(spec: str, teacher):
-    """The stage-1 EMA generator (run dir or checkpoint dir), loaded before any sharding."""
+    """The stage-1 EMA generator (run dir or checkpoint dir, or an apt-export folder), loaded before any
+    sharding."""
     import copy
 
     from apt.backbone import WanBackbone
     from apt.checkpoint import load_model_from_checkpoint
+    from apt.model_folder import is_one_step
     from apt.run_folder import resolve_checkpoint
 
     backbone = WanBackbone(copy.deepcopy(teacher.model))
     if spec == "teacher":
+        return backbone
+    if is_one_step(spec):  # safetensors: no pickle is read
+        exported = WanBackbone.from_pretrained(spec).state_dict()
+        backbone.load_state_dict({k: v.to(backbone.state_dict()[k].dtype) for k, v in exported.items()})
         return backbone
     try:
         checkpoint = resolve_checkpoint(spec)

@@ -42,9 +42,11 @@ class EvaluateConfig:
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
+    from apt.distributed import set_cpu_threads
     from apt.model_folder import resolve_model_dir
     from apt.toy.evaluation import comparison_grid, evaluate_models, markdown_table, model_specs, settings
 
+    set_cpu_threads()
     model_dir = resolve_model_dir(cfg.model)
     specs = model_specs(cfg.teacher_steps, cfg.runs, cfg.two_step, real=cfg.real, guidance_scale=cfg.cfg)
     results, videos, requests = evaluate_models(specs, model_dir, cfg.n, cfg.seed, cfg.batch_size)

@@ -192,16 +192,22 @@ def generate(argv=None, cfg: GenerateConfig | None = None) -> Result:
         raise ConfigError(f"out {cfg.out} is one file but there are {len(prompts)} prompts; give a folder")
     import torch
 
+    from apt.distributed import set_cpu_threads
     from apt.loading import parse_dtype
     from apt.pipeline import PhaseTimer
     from apt.video import frame_grid, write_mp4
 
+    set_cpu_threads()
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype = parse_dtype(cfg.dtype or ("bf16" if device.type == "cuda" else "fp32"))
     timer = PhaseTimer(synchronize=device.type == "cuda")
     with timer.phase("load"):
         sampler, model_dir, kind, source = load_sampler(cfg, device, dtype)
     params, size = sampling_params(cfg, model_dir, one_step=kind == "one-step")
+    try:
+        sampler.latent_shape(params)  # a size the VAE or the patch grid cannot make: one line, before sampling
+    except ValueError as err:
+        raise ConfigError(f"{err} (--height/--width/--frames)") from None
     mode = mode_name(kind, params.steps)
     out = Path(cfg.out or f"outputs/generate/{mode}")
     grid = cfg.grid or ("" if out.suffix == ".mp4" else str(out / "grid.png"))

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @dataclass
 class QuickstartConfig:
-    out: str = option("outputs/quickstart", "folder for both runs and the report")
+    out: str = option("outputs/quickstart", "folder for the runs and the report")
     nproc: int = option(min(2, os.cpu_count() or 1), "ranks per training stage (torchrun; 1 = a plain process)")
     cd: list[str] = option(help="KEY=VALUE overrides for configs/toy/distill.yaml", many=True, default_factory=list)
     apt: list[str] = option(help="KEY=VALUE overrides for configs/toy/apt.yaml", many=True, default_factory=list)

@@ -153,4 +153,9 @@ class ShardDataset(torch.utils.data.Dataset):
         tokens = f.get_slice("text")[lo:hi].float()
         text = torch.zeros(self.text_len, tokens.shape[1])
         text[: tokens.shape[0]] = tokens
-        return {"latent": f.get_slice("latents")[r].float(), "text": text, "caption": self._captions[s][r]}
+        latent = f.get_slice("latents")[r].float()
+        if not (torch.isfinite(latent).all() and torch.isfinite(tokens).all()):
+            # a corrupted shard would otherwise train the model into NaN, several steps later
+            raise ValueError(f"{self.root / self.index['shards'][s]['file']}: item {r} holds non-finite "
+                             f"values (a corrupted shard): delete the file and run apt-preprocess again")
+        return {"latent": latent, "text": text, "caption": self._captions[s][r]}

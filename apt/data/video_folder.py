@@ -13,6 +13,7 @@ clip; a video in a 1-frame set gives its first frame.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from apt.config import ConfigError
 
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")
@@ -52,21 +55,51 @@ class ClipSpec:
             raise ValueError(f"clip spec must be positive, got {self}")
 
 
-def _read_caption_file(path: Path) -> dict[str, str]:
+NOT_UTF8 = "caption is not valid UTF-8"
+
+
+def _utf8(text: str) -> bool:
+    """False for text read with errors="surrogateescape" that held bytes UTF-8 cannot decode."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _read_caption_file(path: Path) -> tuple[dict[str, str], list[str]]:
+    """({path: caption}, [paths whose caption is not valid UTF-8]). Undecodable bytes spoil only their
+    own row (read with surrogateescape, then checked); a file whose header or structure cannot be
+    read stops preprocessing with the file named."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except OSError as err:
+        raise ConfigError(f"caption file {path} cannot be read: {err}") from None
+    out, bad = {}, []
     if path.suffix.lower() == ".jsonl":
-        out = {}
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
                 row = json.loads(line)
-                if "path" not in row or "caption" not in row:
-                    raise ValueError(f"{path}:{n}: each line needs 'path' and 'caption'")
-                out[str(row["path"])] = str(row["caption"])
-        return out
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{path}:{n}: not a JSON object ({err.msg}){'' if _utf8(line) else ' (and not UTF-8)'}") from None
+            if not isinstance(row, dict) or "path" not in row or "caption" not in row:
+                raise ConfigError(f"{path}:{n}: each line needs 'path' and 'caption'")
+            out[str(row["path"])] = str(row["caption"])
+        bad = [k for k, v in out.items() if not (_utf8(k) and _utf8(v))]
+    else:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         if not reader.fieldnames or not {"path", "caption"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: a CSV caption file needs a 'path,caption' header")
-        return {row["path"]: row["caption"] for row in reader}
+            hint = "" if _utf8(text[:200]) else " (the file is not UTF-8: save it as UTF-8)"
+            raise ConfigError(f"{path}: a CSV caption file needs a 'path,caption' header{hint}")
+        for row in reader:
+            if row["path"] is None or row["caption"] is None:
+                continue
+            out[row["path"]] = row["caption"]
+            if not (_utf8(row["path"]) and _utf8(row["caption"])):
+                bad.append(row["path"])
+    return {k: v for k, v in out.items() if k not in set(bad)}, bad
 
 
 def discover(root: str | Path, captions: str | Path | None = None) -> tuple[list[SourceItem], list[dict]]:
@@ -74,18 +107,27 @@ def discover(root: str | Path, captions: str | Path | None = None) -> tuple[list
     root = Path(root).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"video folder {root} does not exist")
-    table = None
+    table, not_utf8 = None, set()
     if captions:
-        table = {Path(k).as_posix(): v for k, v in _read_caption_file(Path(captions).expanduser()).items()}
+        rows, bad = _read_caption_file(Path(captions).expanduser())
+        table = {Path(k).as_posix(): v for k, v in rows.items()}
+        not_utf8 = {Path(k.encode("utf-8", "surrogateescape").decode("utf-8", "replace")).as_posix() for k in bad}
     items, skipped = [], []
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTS + IMAGE_EXTS)
     for path in files:
         key = path.relative_to(root).as_posix()
         if table is not None:
             caption = table.get(key)
+            if caption is None and key in not_utf8:
+                skipped.append({"path": key, "reason": NOT_UTF8})
+                continue
         else:
             side = path.with_suffix(".txt")
-            caption = side.read_text(encoding="utf-8") if side.is_file() else None
+            try:
+                caption = side.read_text(encoding="utf-8") if side.is_file() else None
+            except UnicodeDecodeError:
+                skipped.append({"path": key, "reason": NOT_UTF8})
+                continue
         if caption is None or not caption.strip():
             skipped.append({"path": key, "reason": "no caption"})
             continue
@@ -93,6 +135,7 @@ def discover(root: str | Path, captions: str | Path | None = None) -> tuple[list
     if table is not None:
         found = {it.key for it in items} | {s["path"] for s in skipped}
         skipped += [{"path": k, "reason": "listed in the caption file but not found"} for k in sorted(set(table) - found)]
+        skipped += [{"path": k, "reason": NOT_UTF8} for k in sorted(not_utf8 - found)]
     return items, skipped
 
 
