@@ -243,10 +243,13 @@ def config_changes(saved: str | Path, cfg) -> dict[str, tuple]:
 def command_parser(schema: type, description: str, flags: bool = True, prog: str | None = None
                    ) -> argparse.ArgumentParser:
     """`--config YAML`, trailing `key=value` overrides, and (flags=True, flat schemas) a `--flag` per field."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
+    # a sectioned schema (training) lists its keys and defaults after the options: they are its options
+    epilog = None if flags else "config keys and their defaults:\n" + "\n".join(
+        f"  {key} = {value!r}" for key, value in _flatten(OmegaConf.to_container(OmegaConf.structured(schema))).items())
+    parser = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, metavar="YAML",
-                        help=f"YAML of {schema.__name__} keys; flags and key=value overrides win over it")
+    wins = "flags and key=value overrides win" if flags else "key=value overrides win"
+    parser.add_argument("--config", type=Path, metavar="YAML", help=f"YAML of {schema.__name__} keys; {wins} over it")
     if flags:
         hints = typing.get_type_hints(schema)
         for f in fields(schema):

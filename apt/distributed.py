@@ -10,7 +10,6 @@ import contextlib
 import os
 import sys
 import tempfile
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -19,10 +18,6 @@ from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 
 from apt.config import ParallelConfig
 
-
-# Our models' outputs (unpatchified velocities) are views; nothing in this project modifies a model
-# output in place, which is the only case FSDP2 warns about.
-warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
 
 
 _store_file: str | None = None  # the file:// rendezvous of a world of one

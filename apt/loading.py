@@ -61,6 +61,7 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
         out.vae = VideoVAE(vae.eval().requires_grad_(False))
     if "text_encoder" in parts or "tokenizer" in parts:
         tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
-        encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", torch_dtype=dtype)
+        # transformers >= 4.56 calls it dtype (torch_dtype warns)
+        encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", dtype=dtype)
         out.text = TextEncoder(tokenizer, encoder.eval().requires_grad_(False), text_context_length(tokenizer))
     return out

@@ -11,8 +11,8 @@ from apt.run_folder import read_metrics
 CURVES = ("loss", "d_loss", "g_loss", "d_margin", "d_auc", "caption_auc", "d_real", "d_fake", "aR1", "reward")
 
 
-def plot_losses(run_dirs: dict[str, Path], out_png: str | Path) -> Path:
-    """One panel per logged quantity (of CURVES) against step, one line per run that logs it."""
+def plot_losses(run_dirs: dict[str, Path], out_png: str | Path, curves: tuple[str, ...] = CURVES) -> Path:
+    """One panel per logged quantity (of `curves`) against step, one line per run that logs it."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless; must precede pyplot
@@ -23,18 +23,18 @@ def plot_losses(run_dirs: dict[str, Path], out_png: str | Path) -> Path:
         records = read_metrics(run_dir)
         if not records:
             raise FileNotFoundError(f"run {name!r}: no metrics.jsonl records in {run_dir}")
-        for key in CURVES:
+        for key in curves:
             points = [(r["step"], r[key]) for r in records if r.get(key) is not None and "step" in r]
             if points:
                 series.setdefault(key, {})[name] = tuple(zip(*points))
     if not series:
-        raise ValueError(f"none of {', '.join(CURVES)} is logged by runs {', '.join(run_dirs)}")
+        raise ValueError(f"none of {', '.join(curves)} is logged by runs {', '.join(run_dirs)}")
     cols = min(3, len(series))
     rows = -(-len(series) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
     for ax, (key, runs) in zip(axes.flat, series.items()):
-        for name, (steps, values) in runs.items():
-            ax.plot(steps, values, label=name, linewidth=1)
+        for name, (steps, values) in runs.items():  # a run keeps its colour in every panel
+            ax.plot(steps, values, label=name, linewidth=1, color=f"C{list(run_dirs).index(name) % 10}")
         ax.set_title(key)
         ax.set_xlabel("step")
         if key == "loss":

@@ -8,8 +8,13 @@ import numpy as np
 import torch
 
 
-def to_uint8_frames(video: torch.Tensor, upscale: int = 1) -> np.ndarray:
-    """(3, F, H, W) in [-1, 1] -> (F, H*upscale, W*upscale, 3) uint8."""
+def to_uint8_frames(video: torch.Tensor | np.ndarray, upscale: int = 1) -> np.ndarray:
+    """(3, F, H, W) tensor in [-1, 1], or diffusers' frames (F, H, W, 3) array in [0, 1] (a pipeline's
+    output_type="np"), -> (F, H*upscale, W*upscale, 3) uint8."""
+    if isinstance(video, np.ndarray):
+        if video.ndim != 4 or video.shape[-1] != 3:
+            raise ValueError(f"expected frames (F, H, W, 3), got shape {video.shape}")
+        video = torch.from_numpy(np.ascontiguousarray(video)).permute(3, 0, 1, 2) * 2 - 1
     if video.ndim != 4 or video.shape[0] != 3:
         raise ValueError(f"expected a video (3, F, H, W), got shape {tuple(video.shape)}")
     frames = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -19,8 +24,9 @@ def to_uint8_frames(video: torch.Tensor, upscale: int = 1) -> np.ndarray:
     return frames.cpu().numpy()
 
 
-def write_mp4(video: torch.Tensor, path: str | Path, fps: int = 24, crf: int = 18, upscale: int = 1) -> Path:
-    """Encode with libx264 (yuv420p, so sides are padded to even sizes)."""
+def write_mp4(video: torch.Tensor | np.ndarray, path: str | Path, fps: int = 24, crf: int = 18,
+              upscale: int = 1) -> Path:
+    """Encode with libx264 (yuv420p, so sides are padded to even sizes). `video` as to_uint8_frames takes it."""
     import av
 
     frames = to_uint8_frames(video, upscale)

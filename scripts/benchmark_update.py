@@ -24,12 +24,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", type=Path, default=ROOT / "configs" / "toy" / "apt.yaml", help="stage-2 config")
-    p.add_argument("--batch", type=int, default=16, help="clips per update (and per teacher pass)")
-    p.add_argument("--rounds", type=int, default=8, help="measured interleaved rounds (after one warm-up round)")
+    p.add_argument("--config", type=Path, default=ROOT / "configs" / "toy" / "apt.yaml", help="stage-2 config (default: configs/toy/apt.yaml)")
+    p.add_argument("--batch", type=int, default=16, help="clips per update (and per teacher pass; default: 16)")
+    p.add_argument("--rounds", type=int, default=8, help="measured interleaved rounds after one warm-up round (default: 8)")
     p.add_argument("--variant", action="append", default=[],
                    help="NAME:key=value,key=value (stage-2 config overrides); default: the config as it is")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (1: ratios that hold on a busy machine)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, ratios that hold on a busy machine)")
     args = p.parse_args(argv)
 
     import torch

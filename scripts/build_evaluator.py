@@ -12,21 +12,23 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
-
-from apt.toy.evaluator import EVALUATOR_DIR
+# the shipped evaluator's folder, without importing torch before the arguments are parsed
+EVALUATOR_DIR = Path(__file__).resolve().parents[1] / "apt" / "assets" / "evaluator"
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=EVALUATOR_DIR)
-    p.add_argument("--steps", type=int, default=600)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=EVALUATOR_DIR, help="folder to write (default: the shipped one)")
+    p.add_argument("--steps", type=int, default=600, help="training steps (default: 600)")
+    p.add_argument("--seed", type=int, default=0, help="seed of its training clips and initialisation (default: 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
+    import torch
+
+    from apt.toy.train_evaluator import train_evaluator
+
     if args.threads:
         torch.set_num_threads(args.threads)
-    from apt.toy.train_evaluator import train_evaluator
 
     report = train_evaluator(args.out, steps=args.steps, seed=args.seed)
     print(json.dumps(report, indent=2))

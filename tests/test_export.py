@@ -51,7 +51,7 @@ def test_wan_pipeline_loads_the_export_and_matches_generate_in_one_step(tiny_run
 
     out = export_checkpoint(tiny_run_dir, tmp_path / "export", dtype=dtype)
     torch_dtype = torch.float32 if dtype == "fp32" else torch.bfloat16
-    pipe = WanPipeline.from_pretrained(out, torch_dtype=torch_dtype)
+    pipe = WanPipeline.from_pretrained(out, dtype=torch_dtype)
     seed = 7
     theirs = pipe(PROMPTS, num_inference_steps=1, guidance_scale=1.0, height=16, width=16, num_frames=5,
                   generator=[torch.Generator().manual_seed(seed + i) for i in range(len(PROMPTS))],

@@ -1,7 +1,7 @@
 """Export a training checkpoint as a diffusers-format folder that WanPipeline serves in one step.
 
     apt-export --checkpoint outputs/quickstart/apt --out exports/toy-apt --verify
-    apt-export --checkpoint runs/wan14b-apt/checkpoints/step_00000300 \\
+    apt-export --checkpoint runs/wan2.1-14b-apt-video/checkpoints/step_00000300 \\
         --model /data/Wan2.1-T2V-14B-Diffusers --dtype bf16 --out exports/wan14b-apt --verify
 
 --verify reloads the folder and compares its one-step latents with the checkpoint's for fixed seeds

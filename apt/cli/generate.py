@@ -3,7 +3,7 @@
 
     apt-generate --prompt "a red seven moving up and to the left" --out out/red7.mp4
     apt-generate --checkpoint outputs/quickstart/apt --prompts-file prompts.txt --grid out/grid.png
-    apt-generate --config configs/wan2.1-14b/generate.yaml --checkpoint runs/wan14b-apt --prompt "..."
+    apt-generate --config configs/wan2.1-14b/generate.yaml --checkpoint runs/wan2.1-14b-apt-video --prompt "..."
     apt-generate --model exports/toy-apt --prompt "..."          # an exported folder: one step
 
 Defaults follow the model: a folder's seaweed_apt.json gives its native size (the toy: 32x32x9 at

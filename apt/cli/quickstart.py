@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -64,37 +65,76 @@ def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
+def forward_output(cmd: list[str]) -> tuple[int, str | None]:
+    """Run a stage with its output going straight to this terminal (progress bars included), except
+    what follows a rank's one-line user error ("error: ..."): torchrun's failure report, which would
+    bury it. Returns the exit status and that line, if any."""
+    proc = subprocess.Popen([str(c) for c in cmd], env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                            stderr=subprocess.PIPE)
+    error, pending = None, b""
+    for chunk in iter(lambda: proc.stderr.read1(65536), b""):
+        if error is not None:
+            continue  # held back
+        pending += chunk
+        cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1  # progress bars end in \r
+        ready, pending = pending[:cut], pending[cut:]
+        found = re.search(rb"(?:^|[\r\n])(error: [^\r\n]*)", ready)
+        if found:
+            error, ready = found.group(1).decode(errors="replace").strip(), ready[: found.start(1)]
+        sys.stderr.buffer.write(ready)
+        sys.stderr.flush()
+    if error is None and pending:
+        sys.stderr.buffer.write(pending)
+    return proc.wait(), error
+
+
 def run_stage(title: str, cmd: list[str], timings: dict) -> None:
     banner(title)
     print(" ".join(str(c) for c in cmd), flush=True)
     start = time.perf_counter()
-    # the stage's own progress bar and messages go straight to this terminal
-    result = subprocess.run([str(c) for c in cmd], env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    status, error = forward_output(cmd)
     timings[title] = round(time.perf_counter() - start, 1)
-    if result.returncode != 0:
-        raise SystemExit(f"error: {title} failed (exit {result.returncode}); fix the cause and run the same "
+    if error is not None:  # the stage's own message, once
+        raise ConfigError(f"{title}: {error.removeprefix('error: ')}")
+    if status != 0:
+        raise SystemExit(f"error: {title} failed (exit {status}); fix the cause and run the same "
                          f"command again: finished work is kept and the stage resumes from its last checkpoint")
+
+
+def stages(args: QuickstartConfig, runs: dict[str, Path]) -> list[tuple[str, str, type, Path, Path, list[str]]]:
+    """(title, the flag of its overrides, config schema, script, config file, overrides) of each training phase."""
+    from apt.adversarial.config import APTConfig
+    from distill.config import DistillConfig
+
+    cd_dir, apt_dir, reward_dir = runs.values()
+    return [
+        ("1/4 stage 1: consistency distillation", "--cd", DistillConfig, repo_file("scripts/train_distill.py"),
+         repo_file("configs/toy/distill.yaml"), [f"train.out_dir={cd_dir}", *args.cd]),
+        ("2/4 stage 2: adversarial post-training", "--apt", APTConfig, repo_file("scripts/train_apt.py"),
+         repo_file("configs/toy/apt.yaml"), [f"adv.generator_init={cd_dir}", f"train.out_dir={apt_dir}", *args.apt]),
+        ("3/4 reward feedback on the one-step generator", "--reward", APTConfig, repo_file("scripts/train_apt.py"),
+         repo_file("configs/toy/reward.yaml"), [f"adv.generator_init={apt_dir}", f"adv.discriminator_init={apt_dir}",
+                                                f"train.out_dir={reward_dir}", *args.reward]),
+    ]
 
 
 def quickstart(args: QuickstartConfig) -> dict:
     from apt.cli import evaluate
+    from apt.config import load_config
     from apt.plots import plot_losses
 
     out = Path(args.out)
     runs = {"CD": out / "cd", "APT": out / "apt", "APT+reward": out / "reward"}  # the table's names
-    cd_dir, apt_dir, reward_dir = runs.values()
+    phases = stages(args, runs)
+    for _, flag, schema, _, config, overrides in phases:  # a typo in --reward fails now, not 10 minutes later
+        try:
+            load_config(schema, config, overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{flag}: {err}") from None
     timings: dict[str, float] = {}
     total_start = time.perf_counter()
-    run_stage("1/4 stage 1: consistency distillation", launcher(args.nproc) + [
-        repo_file("scripts/train_distill.py"), "--config", repo_file("configs/toy/distill.yaml"),
-        f"train.out_dir={cd_dir}", *args.cd], timings)
-    run_stage("2/4 stage 2: adversarial post-training", launcher(args.nproc) + [
-        repo_file("scripts/train_apt.py"), "--config", repo_file("configs/toy/apt.yaml"),
-        f"adv.generator_init={cd_dir}", f"train.out_dir={apt_dir}", *args.apt], timings)
-    run_stage("3/4 reward feedback on the one-step generator", launcher(args.nproc) + [
-        repo_file("scripts/train_apt.py"), "--config", repo_file("configs/toy/reward.yaml"),
-        f"adv.generator_init={apt_dir}", f"adv.discriminator_init={apt_dir}", f"train.out_dir={reward_dir}",
-        *args.reward], timings)
+    for title, _, _, script, config, overrides in phases:
+        run_stage(title, launcher(args.nproc) + [script, "--config", config, *overrides], timings)
 
     banner("4/4 evaluation: teacher 25-step vs CD, APT and APT+reward one-step (and APT 2-step)")
     start = time.perf_counter()
