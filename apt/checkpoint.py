@@ -84,7 +84,7 @@ class CorruptCheckpoint(RuntimeError):
     """A checkpoint whose files are missing or cut short (a crash or a full disk outside the atomic save)."""
 
 
-def verify_checkpoint(path: str | Path, world_size: int | None = None) -> None:
+def verify_checkpoint(path: str | Path) -> None:
     """Check that every file a checkpoint's DCP metadata points into exists and is long enough, and
     that the RNG files are there; raises CorruptCheckpoint naming the first bad file. Reads the
     metadata and file sizes only."""
@@ -104,7 +104,7 @@ def verify_checkpoint(path: str | Path, world_size: int | None = None) -> None:
             raise CorruptCheckpoint(f"{file} is missing")
         if file.stat().st_size < size:
             raise CorruptCheckpoint(f"{file} is cut short ({file.stat().st_size} bytes, needs {size})")
-    ranks = json.loads((path / "meta.json").read_text()).get("world_size", world_size or 1)
+    ranks = json.loads((path / "meta.json").read_text()).get("world_size", 1)
     for rank in range(ranks):
         if not (path / f"rng_rank{rank}.pt").is_file():
             raise CorruptCheckpoint(f"{path / f'rng_rank{rank}.pt'} is missing")
@@ -131,13 +131,11 @@ def _publishable_mode(folder: Path) -> None:
             file.chmod(0o666 & ~umask)
 
 
-def _disk_full_message(err: OSError, where: Path) -> OSError:
-    if err.errno == errno.ENOSPC:
-        free = shutil.disk_usage(where.parent).free / 2**30
-        return OSError(errno.ENOSPC, f"disk full while writing the checkpoint {where} ({free:.2f} GiB free on "
-                                     f"that disk); the previous checkpoint is intact: free space and run the "
-                                     f"same command to resume")
-    return err
+def _disk_full_message(where: Path) -> OSError:
+    free = shutil.disk_usage(where.parent).free / 2**30
+    return OSError(errno.ENOSPC, f"disk full while writing the checkpoint {where} ({free:.2f} GiB free on "
+                                 f"that disk); the previous checkpoint is intact: free space and run the "
+                                 f"same command to resume")
 
 
 class CheckpointManager:
@@ -165,13 +163,11 @@ class CheckpointManager:
         try:
             dcp.save(self._state(models, optimizers), checkpoint_id=str(tmp))
             torch.save(_rng_state(), tmp / f"rng_rank{self.rank}.pt")
-        except OSError as err:
+        except Exception as err:
             shutil.rmtree(tmp, ignore_errors=True)  # half a checkpoint only takes space from the next try
-            raise _disk_full_message(err, tmp) from err
-        except Exception as err:  # DCP wraps a writer's OSError in its own exception type
-            shutil.rmtree(tmp, ignore_errors=True)
-            if "No space left on device" in str(err):
-                raise _disk_full_message(OSError(errno.ENOSPC, str(err)), tmp) from err
+            # DCP wraps a writer's OSError in its own exception type: recognise a full disk either way
+            if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
+                raise _disk_full_message(tmp) from err
             raise
         _barrier()
         if self.rank == 0:

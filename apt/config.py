@@ -127,7 +127,7 @@ class DataConfig:
 
 @dataclass
 class PreviewConfig:
-    """Sample videos written during training, at fixed prompts and seeds."""
+    """Sample videos written during training, at fixed prompts and seeds (prompts=[]: none)."""
 
     prompts: list[str] = field(default_factory=lambda: [
         "a red seven moving up and to the left",

@@ -42,7 +42,8 @@ def _train(cfg, build_stage: Callable) -> dict:
         model_dir = resolve_model_dir(cfg.model.path)
         comps = load_components(model_dir)
         dataset = training_dataset(cfg.data, comps, model_dir, dist)
-        previews = SampleWriter.for_run(cfg.preview, comps, tuple(dataset[0]["latent"].shape), dist.rank)
+        previews = SampleWriter.for_run(cfg.preview, comps, tuple(dataset[0]["latent"].shape), dist.rank,
+                                        gif=cfg.train.tensorboard)  # the GIF is what TensorBoard plays
         stage = build_stage(cfg, dist, comps, previews, dataset)
         # Drop what the stage did not keep: the text encoder, and in stage 2 the teacher it copied
         # (for a 14B model, ~57 GB of fp32 host memory per rank).

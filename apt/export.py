@@ -53,11 +53,9 @@ def _model_index(teacher_dir: Path) -> dict:
 def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | Path | None = None,
                       weights: str = "ema", dtype: str = "bf16", overwrite: bool = False) -> Path:
     """Write the export folder `out`; returns it. `model_dir` defaults to the run's teacher folder."""
-    from apt.loading import parse_dtype
     from apt.model_folder import check_layout, resolve_model_dir
     from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint, run_of
 
-    torch_dtype = parse_dtype(dtype)
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
@@ -67,6 +65,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
         raise ValueError(f"no teacher folder recorded for {step_dir} (no run config.yaml): give --model")
     teacher = check_layout(teacher)
     check_export_target(out, protected={"the checkpoint's run": run_of(step_dir), "the model folder": teacher})
+    from apt.loading import parse_dtype  # torch and diffusers: only once the paths are known to be right
+
+    torch_dtype = parse_dtype(dtype)
     generator = load_generator(step_dir, teacher, weights)
     text_tokens = _text_tokens(teacher)
     meta = json.loads((step_dir / "meta.json").read_text())

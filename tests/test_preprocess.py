@@ -207,3 +207,38 @@ def test_a_caption_that_is_not_utf8_skips_its_file_not_the_run(tmp_path, tiny_mo
     table.write_bytes("path,caption\n".encode("utf-16"))  # not UTF-8 at all: the file is named
     with pytest.raises(ConfigError, match=rf"{table.name}: a CSV caption file needs .*not UTF-8"):
         discover(root, table)
+
+
+def test_long_videos_give_several_clips_and_small_ones_follow_the_upscale_policy(tmp_path, tiny_model_dir):
+    from apt.data.video_folder import SourceItem, cut_clips
+
+    root = tmp_path / "v"
+    # 40 frames at 8 fps (5 s); frame k has brightness k / 40, so a clip's first frame says where it starts
+    ramp = torch.linspace(-1, 1, 41)[:40].view(1, 40, 1, 1).expand(3, 40, 16, 16)
+    write_mp4(ramp, root / "long.mp4", fps=8)
+    write_mp4(_video(8, 4, 4, 0), root / "tiny.mp4", fps=8)  # 4x4: 4x upscaling to cover 16x16
+    for name in ("long", "tiny"):
+        (root / f"{name}.txt").write_text(f"a {name} clip")
+    spec = ClipSpec(**CLIP)  # 5 frames at 8 fps: 0.5 s from the first to the last frame
+    items = cut_clips(discover(root)[0], spec, per_video=10)
+    starts = [(it.key, it.start) for it in items]
+    # back to back (stride = 5 / 8 s) while a clip fits in 5 s; the tiny one is 1 s long: one clip
+    assert starts == [("long.mp4", 0.0), ("long.mp4@0.625s", 0.625), ("long.mp4@1.25s", 1.25),
+                      ("long.mp4@1.875s", 1.875), ("long.mp4@2.5s", 2.5), ("long.mp4@3.125s", 3.125),
+                      ("long.mp4@3.75s", 3.75), ("long.mp4@4.375s", 4.375), ("tiny.mp4", 0.0)]
+    assert [it.start for it in cut_clips(discover(root)[0], spec, per_video=3, stride=2.0)][:3] == [0.0, 2.0, 4.0]
+    brightness = [load_clip(it, spec)[:, 0].mean().item() for it in items[:3]]
+    frame = [round((b + 1) / 2 * 40) for b in brightness]  # the source frame each clip starts on
+    assert frame == [0, 5, 10], frame  # 0.625 s = 5 source frames at 8 fps
+    with pytest.raises(ValueError, match=r"too small: 4x4 needs 4.00x upscaling to cover 16x16 \(max_upscale 2\)"):
+        load_clip(SourceItem("tiny.mp4", root / "tiny.mp4", "a tiny clip"), spec, max_upscale=2)
+
+    report = main(["--videos", str(root), "--out", str(tmp_path / "s"), "--model", str(tiny_model_dir),
+                   "--frames", "5", "--height", "16", "--width", "16", "--fps", "8", "--clips-per-video", "3",
+                   "--max-upscale", "2", "--storage-dtype", "fp32"])
+    assert report["encoded"] == 3 and report["skipped_by_reason"] == {"too small": 1}
+    assert len(ShardDataset(tmp_path / "s")) == 3
+    again = main(["--videos", str(root), "--out", str(tmp_path / "s"), "--model", str(tiny_model_dir),
+                  "--frames", "5", "--height", "16", "--width", "16", "--fps", "8", "--clips-per-video", "3",
+                  "--max-upscale", "2", "--storage-dtype", "fp32"])
+    assert again["this_run"]["pending"] == 0  # resumes by clip key: nothing to do

@@ -37,6 +37,12 @@ class PreprocessConfig:
     encoder_dtype: str = option("", "VAE and text encoder dtype; default bf16 on GPU, fp32 on CPU",
                                 choices=STORAGE_DTYPES)
     retry_skipped: bool = option(False, "try files skipped by an earlier run again")
+    clips_per_video: int = option(1, "clips cut from each video, as many as fit, from its start (long videos "
+                                     "give several samples)")
+    clip_stride: float = option(0.0, "seconds between the starts of a video's clips; 0 = the clip's length "
+                                     "(back to back)")
+    max_upscale: float = option(0.0, "skip a source that must be scaled up more than this to cover the clip "
+                                     "size, with the reason in report.json; 0 = upscale any source")
 
     def validate(self):
         if not self.videos or not self.out:
@@ -50,6 +56,12 @@ class PreprocessConfig:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.fps <= 0:
             raise ConfigError(f"fps must be positive, got {self.fps}")
+        if self.clips_per_video < 1:
+            raise ConfigError(f"clips_per_video must be >= 1, got {self.clips_per_video}")
+        if self.clip_stride < 0 or self.max_upscale < 0:
+            raise ConfigError("clip_stride and max_upscale must be >= 0 (0 = back to back / no limit)")
+        if 0 < self.max_upscale < 1:
+            raise ConfigError(f"max_upscale must be >= 1 (or 0 = no limit), got {self.max_upscale}")
 
 
 def run(cfg: PreprocessConfig) -> dict:

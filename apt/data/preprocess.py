@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from apt.data.shards import DTYPES, ShardWriter, atomic_write_text, read_shard_meta, shard_files, write_index
-from apt.data.video_folder import ClipError, ClipSpec, SourceItem, discover, load_clip
+from apt.data.video_folder import ClipError, ClipSpec, SourceItem, cut_clips, discover, load_clip
 
 SKIP_LOG = "skipped-r{rank:03d}.jsonl"
 
@@ -27,15 +27,15 @@ SKIP_LOG = "skipped-r{rank:03d}.jsonl"
 class _Clips(torch.utils.data.Dataset):
     """Decoding as a Dataset so DataLoader workers can do it in parallel; errors travel as strings."""
 
-    def __init__(self, items: list[SourceItem], spec: ClipSpec):
-        self.items, self.spec = items, spec
+    def __init__(self, items: list[SourceItem], spec: ClipSpec, max_upscale: float = 0.0):
+        self.items, self.spec, self.max_upscale = items, spec, max_upscale
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
         try:
-            return i, load_clip(self.items[i], self.spec), None
+            return i, load_clip(self.items[i], self.spec, self.max_upscale), None
         except ClipError as err:
             return i, None, str(err)
         except Exception as err:  # a decoder bug on one odd file must not stop the run
@@ -85,6 +85,8 @@ def preprocess(cfg, dist) -> dict:
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     items, no_caption = discover(cfg.videos, cfg.captions or None)
+    clip_spec = ClipSpec(cfg.frames, cfg.height, cfg.width, cfg.fps)
+    items = cut_clips(items, clip_spec, cfg.clips_per_video, cfg.clip_stride)
     done = {s for p in shard_files(out) for s in read_shard_meta(p)["sources"]}
     bad = _read_skip_logs(out)
     if dist.world_size > 1:
@@ -101,8 +103,8 @@ def preprocess(cfg, dist) -> dict:
     comps.text.encoder.to(dist.device)
     spec = _spec(cfg, comps, model_dir)
     writer = ShardWriter(out, dist.rank, cfg.shard_size, DTYPES[cfg.storage_dtype], spec["stamp"])
-    clip_spec = ClipSpec(cfg.frames, cfg.height, cfg.width, cfg.fps)
-    loader = torch.utils.data.DataLoader(_Clips(mine, clip_spec), batch_size=None, num_workers=cfg.workers)
+    loader = torch.utils.data.DataLoader(_Clips(mine, clip_spec, cfg.max_upscale), batch_size=None,
+                                         num_workers=cfg.workers)
     skip_log = (out / SKIP_LOG.format(rank=dist.rank)).open("a", encoding="utf-8")
     counts = Counter()
     batch: list[tuple[SourceItem, torch.Tensor]] = []

@@ -34,9 +34,10 @@ class ClipError(ValueError):
 
 @dataclass(frozen=True)
 class SourceItem:
-    key: str  # path relative to the root (posix): the identity used to resume
+    key: str  # path relative to the root (posix), "@<start>s" added for a later clip: the identity used to resume
     path: Path
     caption: str
+    start: float = 0.0  # seconds after the video's first frame where the clip starts
 
     @property
     def is_image(self) -> bool:
@@ -139,8 +140,41 @@ def discover(root: str | Path, captions: str | Path | None = None) -> tuple[list
     return items, skipped
 
 
-def _decode_video(path: Path, spec: ClipSpec) -> np.ndarray:
-    """(F, H, W, 3) uint8 sampled at spec.fps by timestamp."""
+def video_duration(path: Path) -> float | None:
+    """Seconds of a video from its container header (no decoding); None if unknown or unreadable."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            if stream.duration and stream.time_base:
+                return float(stream.duration * stream.time_base)
+            return container.duration / av.time_base if container.duration else None
+    except Exception:  # an unreadable file is reported when its clip is loaded
+        return None
+
+
+def cut_clips(items: list[SourceItem], spec: ClipSpec, per_video: int, stride: float = 0.0) -> list[SourceItem]:
+    """Up to `per_video` clips of each video, starting every `stride` seconds (0 = the clip's length: back
+    to back), as many as fit in the video; the first keeps the file's key, so a set cut before with one
+    clip per video resumes. Images stay one item."""
+    if per_video <= 1:
+        return items
+    stride = stride or spec.frames / spec.fps
+    span = (spec.frames - 1) / spec.fps  # first to last sampled frame
+    out = []
+    for item in items:
+        duration = None if item.is_image else video_duration(item.path)
+        count = 1 if duration is None else max(1, min(per_video, int((duration - span) // stride) + 1))
+        for k in range(count):
+            start = round(k * stride, 6)
+            key = item.key if k == 0 else f"{item.key}@{start:g}s"
+            out.append(SourceItem(key, item.path, item.caption, start))
+    return out
+
+
+def _decode_video(path: Path, spec: ClipSpec, start: float = 0.0) -> np.ndarray:
+    """(F, H, W, 3) uint8 sampled at spec.fps by timestamp, from `start` seconds after the first frame."""
     import av
 
     try:
@@ -151,7 +185,7 @@ def _decode_video(path: Path, spec: ClipSpec) -> np.ndarray:
         if not container.streams.video:
             raise ClipError("unreadable: no video stream")
         stream = container.streams.video[0]
-        want = [k / spec.fps for k in range(spec.frames)]  # seconds after the first frame
+        want = [start + k / spec.fps for k in range(spec.frames)]  # seconds after the first frame
         rate = float(stream.average_rate or stream.guessed_rate or 0) or None
         picked: list[np.ndarray] = []
         start, last, last_t = None, None, 0.0
@@ -175,7 +209,8 @@ def _decode_video(path: Path, spec: ClipSpec) -> np.ndarray:
     while len(picked) < spec.frames and want[len(picked)] < end - 1e-6:
         picked.append(last)
     if len(picked) < spec.frames:
-        raise ClipError(f"too short: {end:.2f} s gives {len(picked)} of {spec.frames} frames at {spec.fps:g} fps")
+        raise ClipError(f"too short: {end:.2f} s gives {len(picked)} of {spec.frames} frames at {spec.fps:g} fps"
+                        + (f" from {start:g} s" if start else ""))
     return np.stack(picked)
 
 
@@ -202,12 +237,18 @@ def resize_center_crop(frames: np.ndarray, height: int, width: int) -> torch.Ten
     return (video.clamp(0, 255) / 127.5 - 1.0).permute(1, 0, 2, 3).contiguous()
 
 
-def load_clip(item: SourceItem, spec: ClipSpec) -> torch.Tensor:
-    """(3, F, H, W) in [-1, 1], or ClipError with the reason it was skipped."""
+def load_clip(item: SourceItem, spec: ClipSpec, max_upscale: float = 0.0) -> torch.Tensor:
+    """(3, F, H, W) in [-1, 1], or ClipError with the reason it was skipped. A source smaller than the
+    clip is scaled up to cover it (then centre-cropped), unless that takes more than `max_upscale` x."""
     if item.is_image:
         if spec.frames != 1:
             raise ClipError(f"image, but this shard set holds {spec.frames}-frame clips")
         frames = _decode_image(item.path)
     else:
-        frames = _decode_video(item.path, spec)
+        frames = _decode_video(item.path, spec, item.start)
+    h0, w0 = frames.shape[1:3]
+    scale = max(spec.height / h0, spec.width / w0)
+    if max_upscale and scale > max_upscale:
+        raise ClipError(f"too small: {w0}x{h0} needs {scale:.2f}x upscaling to cover {spec.width}x{spec.height} "
+                        f"(max_upscale {max_upscale:g})")
     return resize_center_crop(frames, spec.height, spec.width)
