@@ -34,7 +34,6 @@ def main(argv=None) -> dict:
 
     import torch
 
-    torch.set_num_threads(args.threads)
     from apt.adversarial.config import APTConfig
     from apt.adversarial.stage import AdversarialPostTraining
     from apt.backbone import WanBackbone
@@ -44,6 +43,7 @@ def main(argv=None) -> dict:
     from apt.model_folder import resolve_model_dir
 
     dist: DistInfo = init_distributed()
+    torch.set_num_threads(args.threads)  # after init_distributed, which sets its own per-process default
     try:
         comps = load_components(resolve_model_dir("toy"))
         latent = comps.vae.latent_shape(9, 32, 32)

@@ -40,9 +40,8 @@ def initial_generator(spec: str, teacher):
     backbone = WanBackbone(copy.deepcopy(teacher.model))
     if spec == "teacher":
         return backbone
-    if is_one_step(spec):  # safetensors: no pickle is read
-        exported = WanBackbone.from_pretrained(spec).state_dict()
-        backbone.load_state_dict({k: v.to(backbone.state_dict()[k].dtype) for k, v in exported.items()})
+    if is_one_step(spec):  # safetensors: no pickle is read; load_state_dict casts to the backbone's dtype
+        backbone.load_state_dict(WanBackbone.from_pretrained(spec).state_dict())
         return backbone
     try:
         checkpoint = resolve_checkpoint(spec)

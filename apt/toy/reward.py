@@ -91,14 +91,20 @@ class ToyAlignmentModel(nn.Module):
         """Cosine similarity (B,) of each clip with its caption."""
         return (self.embed_videos(videos) * self.embed_captions(captions)).sum(-1)
 
-    def caption_log_prob(self, videos: torch.Tensor, captions: list[str]) -> torch.Tensor:
-        """log p(caption | clip) (B,) among ALL_CAPTIONS, at the model's learned temperature."""
+    def caption_table(self) -> torch.Tensor:
+        """The embeddings of ALL_CAPTIONS (540, dim), without gradient: the candidates of caption_log_prob."""
+        with torch.no_grad():
+            return self.embed_captions(list(ALL_CAPTIONS))
+
+    def caption_log_prob(self, videos: torch.Tensor, captions: list[str], table: torch.Tensor | None = None
+                         ) -> torch.Tensor:
+        """log p(caption | clip) (B,) among ALL_CAPTIONS, at the model's learned temperature. `table`:
+        caption_table(), if the caller keeps it (a frozen model's never changes)."""
         index = {c: i for i, c in enumerate(ALL_CAPTIONS)}
         unknown = [c for c in captions if c not in index]
         if unknown:
             raise ValueError(f"the toy reward scores toy-world captions only, got {unknown[0]!r}")
-        with torch.no_grad():
-            table = self.embed_captions(list(ALL_CAPTIONS))
+        table = self.caption_table() if table is None else table
         logits = self.logit_scale.exp().clamp(max=100) * self.embed_videos(videos) @ table.T
         rows = torch.tensor([index[c] for c in captions], device=logits.device)
         return logits.log_softmax(-1).gather(1, rows[:, None])[:, 0]
@@ -128,7 +134,8 @@ def load_reward_model(model_dir: str | Path = REWARD_DIR) -> ToyAlignmentModel:
 
 
 class ToyAlignmentReward(nn.Module):
-    """The Reward interface (apt/rewards.py) over the shipped toy model: cosine(clip, caption)."""
+    """The Reward interface (apt/rewards.py) over the shipped toy model: log p(caption | clip) among every
+    toy caption (score="log_prob", the default) or cosine(clip, caption) (score="cosine")."""
 
     name = "toy_alignment"
 
@@ -139,9 +146,14 @@ class ToyAlignmentReward(nn.Module):
             raise ValueError(f"the toy reward's score is 'log_prob' or 'cosine', got {score!r}")
         self.model = load_reward_model(Path(model_dir) if model_dir else REWARD_DIR)
         self.frames, self.score = tuple(frames), score
+        self._table: torch.Tensor | None = None  # the frozen model's caption embeddings, computed once
 
     def forward(self, videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         from apt.rewards import pick_frames
 
         model, clips = self.model.to(videos.device), pick_frames(videos, self.frames).float()
-        return model.caption_log_prob(clips, prompts) if self.score == "log_prob" else model(clips, prompts)
+        if self.score == "cosine":
+            return model(clips, prompts)
+        if self._table is None or self._table.device != videos.device:
+            self._table = model.caption_table()
+        return model.caption_log_prob(clips, prompts, self._table)
