@@ -54,6 +54,32 @@ class WanBackbone(torch.nn.Module):
                         torch_dtype: torch.dtype = torch.float32) -> "WanBackbone":
         return cls(WanTransformer3DModel.from_pretrained(path, subfolder=subfolder, torch_dtype=torch_dtype))
 
+    @classmethod
+    def empty_from_config(cls, path: str | Path, subfolder: str | None = "transformer",
+                          device: torch.device | str = "cpu") -> "WanBackbone":
+        """The architecture of a folder's transformer with uninitialised float32 parameters, for
+        weights that come from elsewhere (a training checkpoint): nothing is read from the folder's
+        weight files and nothing is randomly initialised (at 14B that is about 57 GB read and minutes
+        of init saved)."""
+        return cls.empty(WanTransformer3DModel.load_config(path, subfolder=subfolder), device)
+
+    @classmethod
+    def empty(cls, config: dict, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+              ) -> "WanBackbone":
+        """A WanTransformer3DModel of `config` (its config.json as a dict) with uninitialised parameters
+        of `dtype` on `device`. Parameters are built on the meta device and then allocated; buffers are
+        built for real, because the rotary tables are non-persistent buffers no checkpoint holds."""
+        from accelerate import init_empty_weights
+
+        with init_empty_weights(include_buffers=False):
+            model = WanTransformer3DModel.from_config(config)
+        for module in model.modules():
+            for name, param in list(module._parameters.items()):
+                if param is not None and param.is_meta:
+                    module._parameters[name] = torch.nn.Parameter(
+                        torch.empty(param.shape, dtype=dtype, device=device), requires_grad=param.requires_grad)
+        return cls(model.to(device))
+
     # -- structure ---------------------------------------------------------------------------
     @property
     def config(self):
@@ -93,6 +119,31 @@ class WanBackbone(torch.nn.Module):
             self.model.set_attention_backend(name.lower())
         except (RuntimeError, ImportError) as err:  # e.g. flash-attn / xformers not installed
             raise RuntimeError(f"attention backend {name!r} is not usable here: {err}") from err
+
+    def enable_context_parallel(self, ulysses_degree: int, ring_degree: int = 1) -> None:
+        """Split the token sequence across the ranks of the (initialised) default process group with
+        diffusers' own context parallelism: the model's _cp_plan splits the rotary tables and the first
+        block's tokens and gathers after proj_out, which `forward` here calls like diffusers' does;
+        attention runs Ulysses (all-to-all over heads) and/or ring. ulysses_degree x ring_degree must
+        be the world size; Ulysses needs the head count divisible by its degree, ring a flash-type
+        backend (native SDPA cannot return the log-sum-exp ring needs, so ring runs on GPUs only)."""
+        import torch.distributed as dist
+        from diffusers import ContextParallelConfig
+
+        world = dist.get_world_size()
+        if ulysses_degree * ring_degree != world:
+            raise ValueError(f"ulysses_degree x ring_degree must equal the {world} ranks, got "
+                             f"{ulysses_degree} x {ring_degree}")
+        heads = self.config.num_attention_heads
+        if heads % ulysses_degree:
+            raise ValueError(f"Ulysses splits the {heads} attention heads: ulysses_degree {ulysses_degree} "
+                             "must divide them (use ring_degree for the rest)")
+        if torch.accelerator.device_count() == 0:
+            # diffusers picks each rank's device as rank % torch.accelerator.device_count(), which is 0
+            # on a CPU-only machine (ZeroDivisionError); on CPU every rank's device is the CPU anyway.
+            torch.accelerator.device_count = lambda: 1
+        self.model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses_degree or None,
+                                                                   ring_degree=ring_degree or None))
 
     def cast(self, dtype: torch.dtype) -> "WanBackbone":
         """In place, like diffusers' from_pretrained(torch_dtype=dtype): tensors under the model's

@@ -2,6 +2,8 @@
 
     <out>/transformer/     config.json + diffusion_pytorch_model*.safetensors (EMA by default, bf16 or fp32)
          vae/ text_encoder/ tokenizer/    copied from the teacher folder the run started from
+         fast_decoder/     copied too where the teacher folder has one (apt-generate --decoder fast)
+         serving/          with --serving-bundle: the one-step path traced (apt/serving_bundle.py)
          scheduler/        FlowMatchEulerDiscreteScheduler, shift 1: with num_inference_steps=1 WanPipeline
                            calls the transformer at timestep 1000 and steps sigma 1 -> 0, i.e. x0 = z - v(z, 1)
          model_index.json  WanPipeline
@@ -21,8 +23,9 @@ from pathlib import Path
 # arguments, and rejects bad ones, before loading them.
 from apt.model_folder import MANIFEST, native_sample, read_manifest  # light: no torch
 COPIED_PARTS = ("vae", "text_encoder", "tokenizer")
+OPTIONAL_PARTS = ("fast_decoder",)  # copied when the teacher folder has it
 # Everything an export writes at its top level: what --overwrite may delete.
-EXPORT_ENTRIES = {"transformer", "scheduler", "model_index.json", MANIFEST, *COPIED_PARTS}
+EXPORT_ENTRIES = {"transformer", "scheduler", "model_index.json", MANIFEST, *COPIED_PARTS, *OPTIONAL_PARTS, "serving"}
 # Largest |latent| difference the bf16 export may show against the float32 checkpoint on the verify
 # probe (normalised latents, |x| ~ 1-4); bf16 keeps 8 bits of mantissa, so ~1e-2 relative per layer.
 BF16_TOLERANCE = 0.25
@@ -51,8 +54,11 @@ def _model_index(teacher_dir: Path) -> dict:
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | Path | None = None,
-                      weights: str = "ema", dtype: str = "bf16", overwrite: bool = False) -> Path:
-    """Write the export folder `out`; returns it. `model_dir` defaults to the run's teacher folder."""
+                      weights: str = "ema", dtype: str = "bf16", overwrite: bool = False,
+                      serving_bundle: bool = False) -> Path:
+    """Write the export folder `out`; returns it. `model_dir` defaults to the run's teacher folder.
+    serving_bundle: also trace the one-step path into <out>/serving/ (apt/serving_bundle.py; needs the
+    teacher folder's fast decoder)."""
     from apt.model_folder import check_layout, resolve_model_dir
     from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint, run_of
 
@@ -65,6 +71,9 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
         raise ValueError(f"no teacher folder recorded for {step_dir} (no run config.yaml): give --model")
     teacher = check_layout(teacher)
     check_export_target(out, protected={"the checkpoint's run": run_of(step_dir), "the model folder": teacher})
+    if serving_bundle and not (teacher / "fast_decoder").is_dir():
+        raise FileNotFoundError(f"the serving bundle serves with the fast decoder, and {teacher} has no "
+                                "fast_decoder/: train one with apt-train-decoder (--out <teacher>/fast_decoder)")
     from apt.loading import parse_dtype  # torch and diffusers: only once the paths are known to be right
 
     torch_dtype = parse_dtype(dtype)
@@ -77,7 +86,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         generator.backbone.save_pretrained(tmp / "transformer", dtype=torch_dtype)
-        for part in COPIED_PARTS:
+        for part in COPIED_PARTS + tuple(p for p in OPTIONAL_PARTS if (teacher / p).is_dir()):
             shutil.copytree(teacher / part, tmp / part)
         one_step_scheduler().save_pretrained(tmp / "scheduler")
         (tmp / "model_index.json").write_text(json.dumps(_model_index(teacher), indent=2))
@@ -97,6 +106,10 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
                      "torch.Generator().manual_seed(s + i).",
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if serving_bundle:
+            from apt.serving_bundle import write_bundle
+
+            write_bundle(tmp)
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -159,7 +172,7 @@ def verify_export(folder: str | Path, checkpoint: str | Path | None = None, mode
 
     from apt.generator import OneStepGenerator
     from apt.loading import load_components, parse_dtype
-    from apt.pipeline import initial_noise
+    from apt.sampling_setup import initial_noise
     from apt.run_folder import load_generator
 
     folder = Path(folder)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from apt.backbone import WanBackbone
+from apt.fast_decoder import FastDecoder
 from apt.model_folder import PARTS, check_layout
 from apt.text import TextEncoder
 from apt.vae import VideoVAE
@@ -30,9 +31,10 @@ class Components:
     transformer: WanBackbone | None = None
     vae: VideoVAE | None = None
     text: TextEncoder | None = None
+    fast_decoder: FastDecoder | None = None  # optional: the model folder's fast_decoder/ (--decoder fast)
 
     def to(self, device: torch.device | str) -> "Components":
-        for part in (self.transformer, self.vae, self.text):
+        for part in (self.transformer, self.vae, self.text, self.fast_decoder):
             if part is not None:
                 part.to(device)
         return self
@@ -46,9 +48,6 @@ def text_context_length(tokenizer) -> int:
 
 def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = torch.float32,
                     vae_dtype: torch.dtype = torch.float32) -> Components:
-    from diffusers import AutoencoderKLWan
-    from transformers import AutoTokenizer, UMT5EncoderModel
-
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown model parts {sorted(unknown)}; known: {PARTS}")
@@ -56,10 +55,14 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
     out = Components()
     if "transformer" in parts:
         out.transformer = WanBackbone.from_pretrained(model_dir, torch_dtype=dtype).eval()
-    if "vae" in parts:
+    if "vae" in parts:  # imported only when loaded: `--decoder fast` serving never imports the VAE
+        from diffusers import AutoencoderKLWan
+
         vae = AutoencoderKLWan.from_pretrained(model_dir, subfolder="vae", torch_dtype=vae_dtype)
         out.vae = VideoVAE(vae.eval().requires_grad_(False))
     if "text_encoder" in parts or "tokenizer" in parts:
+        from transformers import AutoTokenizer, UMT5EncoderModel
+
         tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
         # transformers >= 4.56 calls it dtype (torch_dtype warns)
         encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", dtype=dtype)

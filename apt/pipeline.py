@@ -2,94 +2,45 @@
 
 from __future__ import annotations
 
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 
 import torch
 
 from apt import flow
 from apt.generator import OneStepGenerator
 from apt.loading import Components
+from apt.sampling_setup import PhaseTimer, SamplingParams, draw_noise, noise_generators
 
 
-@dataclass
-class SamplingParams:
-    height: int = 32
-    width: int = 32
-    frames: int = 9
-    steps: int = 25
-    guidance_scale: float = 5.0
-    negative_prompt: str = ""
-    shift: float = 3.0
-    seed: int = 0
-    renoise_t: float = 0.5  # one-step generators, steps=2: where the first output is re-noised
-
-
-@dataclass
-class PhaseTimer:
-    """Wall-clock seconds per phase (text encoder, DiT, VAE decode), like the paper's Table 8.
-
-    synchronize=True waits for queued CUDA kernels before each clock reading; without it a phase
-    would be charged for the previous phase's asynchronous work.
-    """
-
-    seconds: dict[str, float] = field(default_factory=dict)
-    synchronize: bool = False
-
-    def _now(self) -> float:
-        if self.synchronize:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    @contextmanager
-    def phase(self, name: str):
-        start = self._now()
-        try:
-            yield
-        finally:
-            self.seconds[name] = self.seconds.get(name, 0.0) + self._now() - start
-
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
-
-def noise_generators(seeds: list[int]) -> list[torch.Generator]:
-    """One independent CPU generator per sample: sample i is the same whatever the batch around it.
-    diffusers' WanPipeline given `generator=[torch.Generator().manual_seed(s) for s in seeds]` draws
-    its initial latents identically (float32, on CPU, one sample after another)."""
-    return [torch.Generator().manual_seed(s) for s in seeds]
-
-
-def draw_noise(shape: tuple[int, ...], generators: list[torch.Generator], device=None,
-               dtype=torch.float32) -> torch.Tensor:
-    """The next standard-normal draw of `shape` from each sample's generator, stacked."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device, dtype)
-
-
-def initial_noise(shape: tuple[int, ...], seeds: list[int], device=None, dtype=torch.float32) -> torch.Tensor:
-    return draw_noise(shape, noise_generators(seeds), device, dtype)
+DECODERS = ("vae", "fast")
 
 
 class Sampler:
     """one_step=False: the transformer is a teacher, sampled with `cfg.steps` Euler steps and CFG.
     one_step=True: the transformer is a one-step generator's backbone (a training checkpoint's EMA or
     an exported folder), sampled by OneStepGenerator in cfg.steps = 1 or 2 steps with no CFG (the
-    guidance was distilled into it)."""
+    guidance was distilled into it). decoder: 'vae' (the full VAE decoder) or 'fast' (the distilled
+    apt/fast_decoder.py; the components must carry it)."""
 
     def __init__(self, components: Components, device: torch.device | str = "cpu", dtype=torch.float32,
-                 one_step: bool = False):
-        if components.transformer is None or components.vae is None or components.text is None:
-            raise ValueError("sampling needs transformer, vae and text encoder")
+                 one_step: bool = False, decoder: str = "vae"):
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
+        self.decoder = components.fast_decoder if decoder == "fast" else components.vae
+        if components.transformer is None or self.decoder is None or components.text is None:
+            raise ValueError(f"sampling needs transformer, text encoder and the {decoder} decoder")
         self.c, self.device, self.dtype = components, torch.device(device), dtype
         self.generator = OneStepGenerator(components.transformer) if one_step else None
 
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents -> videos (B, 3, F, H, W) in [-1, 1] by the chosen decoder."""
+        return self.decoder.decode(latents)
+
     def latent_shape(self, cfg: SamplingParams) -> tuple[int, int, int, int]:
-        shape = self.c.vae.latent_shape(cfg.frames, cfg.height, cfg.width)
+        shape = self.decoder.latent_shape(cfg.frames, cfg.height, cfg.width)
         p_t, p_h, p_w = self.c.transformer.patch_size
         if shape[2] % p_h or shape[3] % p_w:
-            mult = self.c.vae.spatial_factor * p_h
+            mult = self.decoder.spatial_factor * p_h
             raise ValueError(f"height and width must be multiples of {mult} for this model, got {cfg.height}x{cfg.width}")
         return shape
 
@@ -126,4 +77,4 @@ class Sampler:
         if not decode:
             return latents
         with timer.phase("vae_decode"):
-            return self.c.vae.decode(latents)
+            return self.decode(latents)

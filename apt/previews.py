@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from apt.pipeline import initial_noise
+from apt.sampling_setup import initial_noise
 from apt.run_folder import samples_dir
 from apt.video import frame_grid, tiled_gif, write_mp4
 

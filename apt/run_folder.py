@@ -142,7 +142,7 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
         model_dir = model_dir_of(path)
         if model_dir is None:
             raise ValueError(f"no teacher folder recorded for {path} (no run {CONFIG}): give the model folder")
-    backbone = WanBackbone.from_pretrained(model_dir)
+    backbone = WanBackbone.empty_from_config(model_dir)  # the checkpoint fills every parameter
     load_model_from_checkpoint(path, name, backbone)
     return OneStepGenerator(backbone.eval().requires_grad_(False))
 

@@ -6,8 +6,20 @@ same convention as diffusers' WanPipeline, so an exported folder decodes identic
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import torch
-from diffusers import AutoencoderKLWan
+
+if TYPE_CHECKING:  # imported by whoever builds one (apt/loading.py): serving without the VAE skips it
+    from diffusers import AutoencoderKLWan
+
+
+def rank_tile_grid(world_size: int) -> tuple[int, int]:
+    """(rows, cols) of one VAE tile per rank, as square as the world size factors (8 ranks: 2 x 4, the
+    wide side of a landscape clip split more)."""
+    rows = max(r for r in range(1, int(world_size**0.5) + 1) if world_size % r == 0)
+    return rows, world_size // rows
 
 
 class VideoVAE(torch.nn.Module):
@@ -56,6 +68,63 @@ class VideoVAE(torch.nn.Module):
         """normalised latent -> video (B, 3, F, H, W) in [-1, 1] (clamped)."""
         raw = latent.float() * self.std + self.mean
         return self.vae.decode(raw.to(self.vae.dtype)).sample.float().clamp(-1, 1)
+
+    @torch.no_grad()
+    def decode_tiles(self, latent: torch.Tensor, rows: int, cols: int, overlap: int = 8, rank: int = 0,
+                     world_size: int = 1) -> torch.Tensor | None:
+        """normalised latent -> video like `decode`, in rows x cols overlapping spatial tiles, each decoded
+        on its own and blended, exactly as diffusers' AutoencoderKLWan.tiled_decode does with tile size
+        stride + overlap (equal to it, tested). Tiles are dealt to ranks round-robin: with world_size > 1
+        (an initialised process group) rank r decodes tiles r, r + world, ... and rank 0 gathers and
+        blends them, and gets the video; the other ranks get None. `overlap` is in latent cells: more
+        overlap, smaller seams, more work. One tile per rank splits the decode N ways (for memory, or
+        for speed over N GPUs); the seams make it differ slightly from an untiled decode."""
+        vae = self.vae
+        if vae.config.patch_size is not None:
+            raise ValueError("decode_tiles does not support a patchified (Wan 2.2) VAE")
+        z = (latent.float() * self.std + self.mean).to(vae.dtype)
+        height, width = z.shape[-2:]
+        if not (1 <= rows <= height and 1 <= cols <= width):
+            raise ValueError(f"a {rows}x{cols} tile grid does not fit a {height}x{width} latent")
+        stride_h, stride_w = math.ceil(height / rows), math.ceil(width / cols)
+        over_h, over_w = (min(overlap, stride_h) if rows > 1 else 0), (min(overlap, stride_w) if cols > 1 else 0)
+        starts = [(i, j) for i in range(0, height, stride_h) for j in range(0, width, stride_w)]
+        mine = {}
+        for k, (i, j) in enumerate(starts):
+            if k % world_size != rank:
+                continue
+            tile = z[:, :, :, i : i + stride_h + over_h, j : j + stride_w + over_w]
+            vae.clear_cache()  # diffusers' tiled_decode loop: frame-causal, no clamp before blending
+            frames = []
+            for t in range(tile.shape[2]):
+                vae._conv_idx = [0]
+                frames.append(vae.decoder(vae.post_quant_conv(tile[:, :, t : t + 1]), feat_cache=vae._feat_map,
+                                          feat_idx=vae._conv_idx, first_chunk=t == 0))
+            vae.clear_cache()
+            mine[k] = torch.cat(frames, 2)
+        tiles = mine
+        if world_size > 1:
+            import torch.distributed as dist
+
+            gathered = [None] * world_size if rank == 0 else None
+            dist.gather_object({k: v.cpu() for k, v in mine.items()}, gathered, dst=0)
+            if rank != 0:
+                return None
+            tiles = {k: v.to(z.device) for part in gathered for k, v in part.items()}
+        sf = self.spatial_factor
+        grid_cols = len(range(0, width, stride_w))
+        out_rows = []
+        for r in range(len(starts) // grid_cols):
+            out_row = []
+            for c in range(grid_cols):
+                tile = tiles[r * grid_cols + c]
+                if r > 0:
+                    tile = vae.blend_v(tiles[(r - 1) * grid_cols + c], tile, over_h * sf)
+                if c > 0:
+                    tile = vae.blend_h(tiles[r * grid_cols + c - 1], tile, over_w * sf)
+                out_row.append(tile[:, :, :, : stride_h * sf, : stride_w * sf])
+            out_rows.append(torch.cat(out_row, -1))
+        return torch.cat(out_rows, 3).float().clamp(-1, 1)
 
     def decode_with_grad(self, latent: torch.Tensor, latent_frames: int = 0, checkpointing: bool = True
                          ) -> torch.Tensor:

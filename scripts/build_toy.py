@@ -3,6 +3,7 @@ alignment reward (its own folder, apt/assets/toy-reward/).
 
     python scripts/build_toy.py --component all [--out apt/assets/toy-wan]
     python scripts/build_toy.py --component reward
+    python scripts/build_toy.py --component decoder      # the fast decoder (after the VAE)
 
 Each step records its time and final losses in <out>/build_report.json.
 """
@@ -17,7 +18,7 @@ from apt.toy.components import TOY_MODEL_DIR
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--component", choices=["vae", "text", "teacher", "reward", "all"], default="all",
+    parser.add_argument("--component", choices=["vae", "text", "teacher", "reward", "decoder", "all"], default="all",
                         help="what to train (default: all, in that order)")
     parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR,
                         help="diffusers-layout folder to write (default: the shipped one)")
@@ -47,6 +48,15 @@ def main(argv=None):
         from apt.toy.train_teacher import train_teacher
 
         train_teacher(args.out, seed=args.seed, continue_training=args.continue_teacher, **steps)
+    if args.component in ("decoder", "all"):
+        from apt.cli.train_decoder import TOY_RECIPE, TrainDecoderConfig, train
+
+        from apt.toy.report import record
+
+        recipe = {**TOY_RECIPE, **steps}
+        report = train(TrainDecoderConfig(model=str(args.out), out=str(args.out / "fast_decoder"), **recipe))
+        record(args.out, "fast_decoder", {k: report[k] for k in ("steps", "latent_noise", "clips", "parameters",
+                                                                 "train_seconds_this_run", "holdout_psnr_db_vs_vae")})
     if args.component in ("reward", "all"):
         from apt.toy.reward import REWARD_DIR
         from apt.toy.train_reward import train_reward

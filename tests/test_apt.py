@@ -89,7 +89,7 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
            f"train.out_dir={out_dir}",
            "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3",
            "adv.mismatch_weight=1.0", "adv.r1_every=2", "adv.probe_every=2", "adv.optimizer=rmsprop",
-           "adv.share_generator_pass=true"]
+           "adv.share_generator_pass=true", "adv.temporal_negative_weight=0.5"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -103,7 +103,7 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
     assert "caption_auc" not in rows[0] and 0 <= rows[1]["caption_auc"] <= 1
     for row in rows:  # the diagnostics of every step
         assert 0 <= row["d_auc"] <= 1 and row["d_margin"] == pytest.approx(row["d_real"] - row["d_fake"], abs=1e-5)
-        assert row["d_mismatch"] is not None
+        assert row["d_mismatch"] is not None and row["d_temporal_negative"] is not None
 
 
 @pytest.mark.slow
@@ -265,3 +265,14 @@ def test_without_approximate_r1_the_discriminator_wins_sooner(tmp_path):
         last[weight] = sum(d_loss[-20:]) / 20
     # measured here: 0.65 without aR1, 1.05 with it (log 4 = 1.39 at chance)
     assert last[0] < last[100] - 0.2, last
+
+
+def test_splice_frames_keeps_the_first_frame_and_takes_the_rest_from_the_previous_clip():
+    from apt.adversarial.stage import splice_frames
+
+    x = torch.arange(3 * 2 * 3 * 1 * 1, dtype=torch.float32).reshape(3, 2, 3, 1, 1)
+    y = splice_frames(x)
+    assert torch.equal(y[:, :, 0], x[:, :, 0])
+    assert torch.equal(y[1, :, 1:], x[0, :, 1:]) and torch.equal(y[0, :, 1:], x[2, :, 1:])
+    with pytest.raises(ValueError, match="two latent frames"):
+        splice_frames(x[:, :, :1])

@@ -3,7 +3,8 @@ import torch
 
 from apt.loading import load_components
 from apt.model_folder import check_layout
-from apt.pipeline import SamplingParams, Sampler
+from apt.pipeline import Sampler
+from apt.sampling_setup import SamplingParams
 
 
 def test_loads_a_diffusers_layout_folder(tiny_model_dir):

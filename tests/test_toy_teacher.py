@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from apt.loading import load_components
-from apt.pipeline import Sampler, SamplingParams
+from apt.pipeline import Sampler
+from apt.sampling_setup import SamplingParams
 from apt.toy.attributes import attribute_accuracy
 from apt.toy.components import TOY_MODEL_DIR
 from apt.toy.evaluation import check_prompts

@@ -49,6 +49,10 @@ class AdversarialConfig:
     # real clips paired with another clip's caption as extra negatives for D, this weight on
     # softplus(D(x, c_wrong)) (GAN-CLS; the paper: it did not fix text alignment at its scale); 0 = off
     mismatch_weight: float = 0.0
+    # real clips whose later latent frames (from the second on) come from another clip of the
+    # micro-batch, with their own caption, as extra negatives for D at this weight: a clip whose digit
+    # changes between frames is then "generated" to D (docs/stage2-apt.md); 0 = off
+    temporal_negative_weight: float = 0.0
     # diagnostics: every probe_every steps, D's AUC for real clips with their own vs another clip's
     # caption on a fixed held batch of probe_size clips (0 = off); the running real-vs-fake AUC is over
     # the last auc_window real and fake logits of each rank
@@ -90,6 +94,8 @@ class AdversarialConfig:
             raise ConfigError(f"adv.optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
         if self.mismatch_weight < 0:
             raise ConfigError(f"adv.mismatch_weight must be >= 0, got {self.mismatch_weight}")
+        if self.temporal_negative_weight < 0:
+            raise ConfigError(f"adv.temporal_negative_weight must be >= 0, got {self.temporal_negative_weight}")
         for key in ("r1_every", "auc_window", "probe_size", "collapse_patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")

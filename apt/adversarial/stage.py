@@ -62,6 +62,14 @@ def _frozen(params: list[torch.nn.Parameter]):
             p.requires_grad_(True)
 
 
+def splice_frames(latents: torch.Tensor) -> torch.Tensor:
+    """Each clip's first latent frame followed by the later latent frames of the previous clip in the
+    batch: real frames, but a clip whose content jumps after its first frame."""
+    if latents.shape[2] < 2:
+        raise ValueError("splicing needs at least two latent frames")
+    return torch.cat([latents[:, :, :1], latents.roll(1, 0)[:, :, 1:]], 2)
+
+
 class AdversarialPostTraining:
     name = "apt"
 
@@ -84,6 +92,9 @@ class AdversarialPostTraining:
             {"params": [p for p in self.d_trainable if id(p) not in heads]},
             {"params": [p for p in self.d_trainable if id(p) in heads], "lr": adv.lr_heads or adv.lr_discriminator},
         ], adv.lr_discriminator, adv.beta2)
+        if adv.temporal_negative_weight > 0 and cfg.train.micro_batch_size < 2:
+            raise ConfigError("adv.temporal_negative_weight splices each clip with another clip of its micro-batch: "
+                              "train.micro_batch_size must be >= 2")
         if adv.mismatch_weight > 0 and cfg.train.micro_batch_size < 2:
             raise ConfigError("adv.mismatch_weight pairs each clip with another clip's caption of its micro-batch: "
                               "it needs train.micro_batch_size >= 2")
@@ -220,6 +231,12 @@ class AdversarialPostTraining:
                 mismatched = self._d_logits(x, text.roll(1, 0), t, noise)
                 (adv.mismatch_weight * losses.d_loss_fake(mismatched) / self.accum).backward()
                 self._add(m, "d_mismatch", mismatched.mean().item())
+            if adv.temporal_negative_weight > 0:  # real clips that turn into another clip: negatives too
+                spliced = splice_frames(x)
+                t, noise = self._renoising(spliced)
+                logits = self._d_logits(spliced, text, t, noise)
+                (adv.temporal_negative_weight * losses.d_loss_fake(logits) / self.accum).backward()
+                self._add(m, "d_temporal_negative", logits.mean().item())
             if fused:
                 (t_fake, n_fake), (t_real, n_real) = self._renoising(fake), self._renoising(x)
                 fake_logits, real_logits = self._d_logits(

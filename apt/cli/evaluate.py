@@ -33,6 +33,9 @@ class EvaluateConfig:
     seed: int = option(0, "prompt and noise seed")
     batch_size: int = option(16, "clips per generation call")
     grid_rows: int = option(4, "prompts shown in grid.png")
+    decoder: str = option("vae", "latents to video: the full VAE, or the model folder's fast decoder "
+                                 "(every row's clips, the VAE round trip's too)", choices=("vae", "fast"))
+    fast_decoder: str = option("", "--decoder fast: a fast decoder folder other than the model folder's")
     out: str = option("outputs/eval", "folder for table.md, metrics.json and grid.png")
 
     def validate(self):
@@ -49,12 +52,14 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     set_cpu_threads()
     model_dir = resolve_model_dir(cfg.model)
     specs = model_specs(cfg.teacher_steps, cfg.runs, cfg.two_step, real=cfg.real, guidance_scale=cfg.cfg)
-    results, videos, requests = evaluate_models(specs, model_dir, cfg.n, cfg.seed, cfg.batch_size)
+    results, videos, requests = evaluate_models(specs, model_dir, cfg.n, cfg.seed, cfg.batch_size,
+                                                decoder=cfg.decoder, fast_decoder=cfg.fast_decoder)
     table = markdown_table(results)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table)
-    report = {"settings": settings(cfg.n, cfg.seed, cfg.batch_size, model_dir), "models": results}
+    report = {"settings": {**settings(cfg.n, cfg.seed, cfg.batch_size, model_dir), "decoder": cfg.decoder},
+              "models": results}
     (out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     comparison_grid(videos, requests, cfg.grid_rows).save(out / "grid.png")
     print(table)

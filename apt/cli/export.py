@@ -30,6 +30,8 @@ class ExportConfig:
     dtype: str = option("bf16", "dtype of the exported transformer", choices=("bf16", "fp32"))
     overwrite: bool = option(False, "replace an existing --out")
     verify: bool = option(False, "reload the export and compare with the checkpoint")
+    serving_bundle: bool = option(False, "also trace the one-step path (text encoder, generator, fast decoder) "
+                                         "for CPU serving without diffusers (needs the teacher's fast_decoder/)")
     verify_device: str = option("cpu", "device of the --verify comparison")
     bf16_tolerance: float = option(BF16_TOLERANCE, "largest latent difference a bf16 export may show against fp32")
 
@@ -41,7 +43,8 @@ class ExportConfig:
 def export(cfg: ExportConfig) -> int:
     from apt.export import export_checkpoint, verify_export
 
-    out = export_checkpoint(cfg.checkpoint, cfg.out, cfg.model or None, cfg.weights, cfg.dtype, cfg.overwrite)
+    out = export_checkpoint(cfg.checkpoint, cfg.out, cfg.model or None, cfg.weights, cfg.dtype, cfg.overwrite,
+                            serving_bundle=cfg.serving_bundle)
     report = {"export": str(out)}
     if cfg.verify:
         report["verify"] = verify_export(out, cfg.checkpoint, cfg.model or None, device=cfg.verify_device,

@@ -5,6 +5,12 @@
     apt-generate --checkpoint outputs/quickstart/apt --prompts-file prompts.txt --grid out/grid.png
     apt-generate --config configs/wan2.1-14b/generate.yaml --checkpoint runs/wan2.1-14b-apt-video --prompt "..."
     apt-generate --model exports/toy-apt --prompt "..."          # an exported folder: one step
+    apt-generate --model exports/toy-apt --decoder fast --prompt "..."   # the fast decoder (the export's
+                                                                  # serving bundle, if it has one)
+    torchrun --nproc_per_node 8 scripts/generate.py --model exports/wan14b-apt --prompt "..."   # 8 GPUs
+
+Under torchrun the DiT's tokens are split over the ranks (diffusers' context parallelism) and the VAE
+decode's tiles are dealt to them; rank 0 writes.
 
 Defaults follow the model: a folder's seaweed_apt.json gives its native size (the toy: 32x32x9 at
 8 fps), any other model samples 1280x720x49 at 24 fps (2 s). One-step models use no CFG: it was
@@ -57,12 +63,27 @@ class GenerateConfig:
     batch_size: int = option(8, "clips per DiT and VAE call")
     device: str = option("", "cpu, cuda, cuda:1 ...; default: cuda if available")
     dtype: str = option("", "DiT and text encoder dtype; default bf16 on CUDA, fp32 on CPU", choices=DTYPE_NAMES)
-    vae_dtype: str = option("fp32", "VAE decode dtype", choices=DTYPE_NAMES)
+    decoder: str = option("vae", "latents to video: the full VAE decoder, or the distilled fast decoder "
+                                 "(the model folder's fast_decoder/, apt-train-decoder)", choices=("vae", "fast"))
+    fast_decoder: str = option("", "--decoder fast: a fast decoder folder other than the model folder's")
+    vae_dtype: str = option("", "VAE / fast decoder dtype; default bf16 on CUDA, fp32 on CPU", choices=DTYPE_NAMES)
     attention_backend: str = option("native", "diffusers attention backend: native (torch SDPA), flash, xformers, ...")
+    ring_degree: int = option(1, "under torchrun: ranks per ring-attention group (GPU backends only); the DiT's "
+                                 "sequence is split over all ranks, heads over world / ring_degree (Ulysses)")
+    vae_tiles: str = option("auto", "VAE decode in overlapping spatial tiles: ROWSxCOLS (e.g. 2x4), off, or auto "
+                                    "(one tile per rank under torchrun, off in one process)")
+    vae_tile_overlap: int = option(8, "overlap of VAE tiles in latent cells (8 = 64 pixels for Wan)")
+    serving_bundle: str = option("auto", "an export's TorchScript serving bundle (apt-export --serving-bundle): "
+                                         "auto = use it when the request is the traced one (--decoder fast, "
+                                         "one step, native size, CPU); off = never", choices=("auto", "off"))
 
     def validate(self):
         if self.weights not in WEIGHTS:
             raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
+        if self.decoder not in ("vae", "fast"):
+            raise ConfigError(f"decoder must be vae or fast, got {self.decoder!r}")
+        if self.fast_decoder and self.decoder != "fast":
+            raise ConfigError("fast_decoder is a --decoder fast option: add --decoder fast")
         for key in ("dtype", "vae_dtype"):
             if getattr(self, key) not in ("", *DTYPE_NAMES):
                 raise ConfigError(f"{key} must be one of {', '.join(DTYPE_NAMES)}, got {getattr(self, key)!r}")
@@ -73,8 +94,33 @@ class GenerateConfig:
             raise ConfigError(f"steps must be at most {MAX_TEACHER_STEPS}, got {self.steps}")
         if self.guidance_scale < 0 or self.batch_size < 1:
             raise ConfigError("guidance_scale must be >= 0 and batch_size >= 1")
+        if self.serving_bundle not in ("auto", "off"):
+            raise ConfigError(f"serving_bundle must be auto or off, got {self.serving_bundle!r}")
+        if self.ring_degree < 1 or self.vae_tile_overlap < 0:
+            raise ConfigError("ring_degree must be >= 1 and vae_tile_overlap >= 0")
+        if self.vae_tiles not in ("auto", "off"):
+            parse_tiles(self.vae_tiles)
         if not 0.0 < self.renoise_t <= 1.0:
             raise ConfigError(f"renoise_t must be in (0, 1], got {self.renoise_t}")
+
+
+def parse_tiles(text: str) -> tuple[int, int]:
+    rows, sep, cols = text.lower().partition("x")
+    if not (sep and rows.isdigit() and cols.isdigit() and int(rows) >= 1 and int(cols) >= 1):
+        raise ConfigError(f"vae_tiles takes ROWSxCOLS (e.g. 2x4), off or auto, got {text!r}")
+    return int(rows), int(cols)
+
+
+def tile_grid(setting: str, world_size: int) -> tuple[int, int] | None:
+    """(rows, cols) of the VAE tiles, or None for an untiled decode. auto: one tile per rank
+    (apt.vae.rank_tile_grid), none in one process."""
+    if setting == "off" or (setting == "auto" and world_size == 1):
+        return None
+    if setting != "auto":
+        return parse_tiles(setting)
+    from apt.vae import rank_tile_grid
+
+    return rank_tile_grid(world_size)
 
 
 def parse_args(argv=None) -> GenerateConfig:
@@ -94,10 +140,34 @@ def read_prompts(cfg: GenerateConfig) -> list[str]:
     return prompts
 
 
-def load_sampler(cfg: GenerateConfig, device, dtype):
+def load_bundle(cfg: GenerateConfig, device, dtype, world: int):
+    """(BundleSampler, model folder, 'one-step', source) when the request is an export's traced serving
+    bundle's (apt/serving_bundle.py: one step, its size, the fast decoder, float32 on the CPU, one
+    process); else None. Reads only JSON before deciding, and imports neither diffusers nor transformers."""
+    import torch
+
+    if not (cfg.serving_bundle == "auto" and cfg.model and not cfg.checkpoint and cfg.decoder == "fast"
+            and not cfg.fast_decoder and world == 1 and device.type == "cpu" and dtype == torch.float32
+            and cfg.attention_backend == "native"):
+        return None
+    from apt.model_folder import is_one_step, resolve_model_dir
+    from apt.serving_bundle import BundleSampler, read_bundle_manifest
+
+    model_dir = resolve_model_dir(cfg.model)
+    if not is_one_step(model_dir) or read_bundle_manifest(model_dir) is None:
+        return None
+    params, _ = sampling_params(cfg, model_dir, one_step=True)
+    sampler = BundleSampler(model_dir)
+    if not sampler.serves(params, device):
+        return None
+    return sampler, model_dir, "one-step", f"export {model_dir} (serving bundle)"
+
+
+def load_sampler(cfg: GenerateConfig, device, dtype, vae_dtype):
     """(sampler, the folder its VAE/text encoder come from, kind) for a teacher, a checkpoint or an export;
     kind is 'teacher' or 'one-step'."""
-    from apt.loading import load_components, parse_dtype
+    from apt.fast_decoder import FastDecoder, find_fast_decoder
+    from apt.loading import load_components
     from apt.model_folder import check_layout, is_one_step, resolve_model_dir
     from apt.pipeline import Sampler
     from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint
@@ -115,27 +185,33 @@ def load_sampler(cfg: GenerateConfig, device, dtype):
         check_layout(model_dir)
     except FileNotFoundError as err:
         raise ConfigError(f"{err} (set --model, or model: in the --config YAML)") from None
-    vae_dtype = parse_dtype(cfg.vae_dtype)
+    # the fast decoder replaces the VAE: the VAE is then neither read nor imported
+    decoder_part = ("vae",) if cfg.decoder == "vae" else ()
+    fast_dir = find_fast_decoder(model_dir, cfg.fast_decoder) if cfg.decoder == "fast" else None
     if step_dir is not None:
-        comps = load_components(model_dir, parts=("vae", "text_encoder", "tokenizer"), dtype=dtype,
+        comps = load_components(model_dir, parts=(*decoder_part, "text_encoder", "tokenizer"), dtype=dtype,
                                 vae_dtype=vae_dtype)
         # float32 first (DCP loads into tensors of the shards' dtype), then cast as an export reload is
         comps.transformer = load_generator(step_dir, model_dir, cfg.weights).backbone.cast(dtype)
         kind, source = "one-step", f"{cfg.weights} of {step_dir}"
     else:
-        comps = load_components(model_dir, dtype=dtype, vae_dtype=vae_dtype)
+        comps = load_components(model_dir, parts=("transformer", *decoder_part, "text_encoder", "tokenizer"),
+                                dtype=dtype, vae_dtype=vae_dtype)
         kind = "one-step" if is_one_step(model_dir) else "teacher"
         source = f"export {model_dir}" if kind == "one-step" else f"teacher {model_dir}"
+    if fast_dir is not None:
+        comps.fast_decoder = FastDecoder.load(fast_dir, dtype=vae_dtype)
     if cfg.attention_backend != "native":  # native SDPA is diffusers' default already
         comps.transformer.set_attention_backend(cfg.attention_backend)
     comps.to(device)
-    return Sampler(comps, device, dtype, one_step=kind == "one-step"), model_dir, kind, source
+    return (Sampler(comps, device, dtype, one_step=kind == "one-step", decoder=cfg.decoder), model_dir, kind,
+            source)
 
 
 def sampling_params(cfg: GenerateConfig, model_dir: Path, one_step: bool):
     """(SamplingParams, the output size: height/width/frames/fps/upscale) from the flags and the model's defaults."""
     from apt.model_folder import native_sample
-    from apt.pipeline import SamplingParams
+    from apt.sampling_setup import SamplingParams
 
     size = {k: getattr(cfg, k) or v for k, v in native_sample(model_dir).items()}
     defaults = ONE_STEP_SAMPLING if one_step else TEACHER_SAMPLING
@@ -184,49 +260,121 @@ class Result:
     latents: object  # (B, C, T, h, w) normalised, on CPU
 
 
-def generate(argv=None, cfg: GenerateConfig | None = None) -> Result:
-    """The whole command, returning the videos too (for tests and callers that keep tensors)."""
+def generate(argv=None, cfg: GenerateConfig | None = None) -> Result | None:
+    """The whole command, returning the videos too (for tests and callers that keep tensors). Under
+    torchrun with several ranks the DiT runs context parallel and the VAE tiles are dealt to the ranks;
+    rank 0 writes and returns the result, the other ranks return None."""
     cfg = cfg or parse_args(argv)
     prompts = read_prompts(cfg)
     if cfg.out.endswith(".mp4") and len(prompts) > 1:
         raise ConfigError(f"out {cfg.out} is one file but there are {len(prompts)} prompts; give a folder")
+    import os
+
+    from apt.distributed import init_distributed, set_cpu_threads, shutdown_distributed
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist_info = init_distributed()
+        try:
+            return _generate(cfg, prompts, dist_info)
+        finally:
+            shutdown_distributed()
+    set_cpu_threads()
+    return _generate(cfg, prompts, None)
+
+
+def split_sequence(backbone, latent_shape, world: int, ring_degree: int = 1) -> None:
+    """Context parallelism for the DiT over `world` ranks, with the user-facing checks first."""
+    if world % ring_degree:
+        raise ConfigError(f"ring_degree {ring_degree} must divide the {world} ranks")
+    p_t, p_h, p_w = backbone.patch_size
+    tokens = (latent_shape[1] // p_t) * (latent_shape[2] // p_h) * (latent_shape[3] // p_w)
+    if tokens % world:
+        raise ConfigError(f"context parallelism splits the {tokens} tokens of this size over {world} ranks: "
+                          "they must divide evenly (change the size or the rank count)")
+    try:
+        backbone.enable_context_parallel(world // ring_degree, ring_degree)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def decode_latents(sampler, latents, batch_size: int, timer, tiles: tuple[int, int] | None = None,
+                   overlap: int = 8, rank: int = 0, world: int = 1):
+    """Videos (B, 3, F, H, W) on CPU, decoded in batches of batch_size (bounded memory) by the sampler's
+    decoder, or by the VAE in tiles dealt to the ranks (then rank 0 gets the videos, the others None)."""
     import torch
 
-    from apt.distributed import set_cpu_threads
-    from apt.loading import parse_dtype
-    from apt.pipeline import PhaseTimer
-    from apt.video import frame_grid, write_mp4
+    videos = []
+    for i in range(0, len(latents), batch_size):
+        batch = latents[i : i + batch_size]
+        with timer.phase("vae_decode"):
+            if tiles:
+                video = sampler.c.vae.decode_tiles(batch, *tiles, overlap=overlap, rank=rank, world_size=world)
+            else:
+                video = sampler.decode(batch)
+        if video is not None:
+            videos.append(video.cpu())
+    return torch.cat(videos) if videos else None
 
-    set_cpu_threads()
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    dtype = parse_dtype(cfg.dtype or ("bf16" if device.type == "cuda" else "fp32"))
+
+def write_videos(videos, prompts: list[str], out: Path, fps: int, upscale: int) -> list[str]:
+    """One mp4 per clip: `out` itself when it is an .mp4 path, else <out>/<index>_<prompt>.mp4."""
+    from apt.video import write_mp4
+
+    paths = []
+    for i, (prompt, video) in enumerate(zip(prompts, videos)):
+        if out.suffix == ".mp4":
+            path = out
+        else:
+            slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:60].strip("_")
+            path = out / f"{i:03d}_{slug}.mp4"
+        paths.append(str(write_mp4(video, path, fps=fps, upscale=upscale)))
+    return paths
+
+
+def _generate(cfg: GenerateConfig, prompts: list[str], dist_info) -> Result | None:
+    import torch
+
+    from apt.sampling_setup import PhaseTimer
+    from apt.video import frame_grid
+
+    parse_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.__getitem__  # apt.loading imports diffusers
+    rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
+    if dist_info is not None:
+        if cfg.device:
+            raise ConfigError("under torchrun each rank uses its own device (cuda:LOCAL_RANK, or the CPU): drop --device")
+        device = dist_info.device
+    else:
+        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if world % cfg.ring_degree:  # before loading anything
+        raise ConfigError(f"ring_degree {cfg.ring_degree} must divide the {world} ranks")
+    default_dtype = "bf16" if device.type == "cuda" else "fp32"
+    dtype = parse_dtype(cfg.dtype or default_dtype)
+    vae_dtype = parse_dtype(cfg.vae_dtype or default_dtype)
     timer = PhaseTimer(synchronize=device.type == "cuda")
     with timer.phase("load"):
-        sampler, model_dir, kind, source = load_sampler(cfg, device, dtype)
+        loaded = load_bundle(cfg, device, dtype, world)
+        sampler, model_dir, kind, source = loaded or load_sampler(cfg, device, dtype, vae_dtype)
     params, size = sampling_params(cfg, model_dir, one_step=kind == "one-step")
     try:
-        sampler.latent_shape(params)  # a size the VAE or the patch grid cannot make: one line, before sampling
+        shape = sampler.latent_shape(params)  # a size the VAE or the patch grid cannot make: one line, before sampling
     except ValueError as err:
         raise ConfigError(f"{err} (--height/--width/--frames)") from None
+    tiles = tile_grid(cfg.vae_tiles, world) if cfg.decoder == "vae" else None
+    if tiles and (tiles[0] > shape[2] or tiles[1] > shape[3]):
+        raise ConfigError(f"a {tiles[0]}x{tiles[1]} VAE tile grid does not fit the {shape[2]}x{shape[3]} latent: "
+                          "set --vae-tiles")
+    if world > 1:
+        split_sequence(sampler.c.transformer, shape, world, cfg.ring_degree)
     mode = mode_name(kind, params.steps)
     out = Path(cfg.out or f"outputs/generate/{mode}")
     grid = cfg.grid or ("" if out.suffix == ".mp4" else str(out / "grid.png"))
     report_path = cfg.report or ("" if out.suffix == ".mp4" else str(out / "report.json"))
     latents = sampler.generate(prompts, params, timer, decode=False, batch_size=cfg.batch_size)
-    videos = []
-    for i in range(0, len(prompts), cfg.batch_size):  # decode in the same batches: bounded memory
-        with timer.phase("vae_decode"):
-            videos.append(sampler.c.vae.decode(latents[i : i + cfg.batch_size]).cpu())
-    videos = torch.cat(videos)
-    paths = []
+    videos = decode_latents(sampler, latents, cfg.batch_size, timer, tiles, cfg.vae_tile_overlap, rank, world)
+    if rank != 0:
+        return None
     with timer.phase("write"):
-        for i, (prompt, video) in enumerate(zip(prompts, videos)):
-            if out.suffix == ".mp4":
-                path = out
-            else:
-                slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:60].strip("_")
-                path = out / f"{i:03d}_{slug}.mp4"
-            paths.append(str(write_mp4(video, path, fps=size["fps"], upscale=size["upscale"])))
+        paths = write_videos(videos, prompts, out, size["fps"], size["upscale"])
         if grid:
             Path(grid).parent.mkdir(parents=True, exist_ok=True)
             frame_grid(list(videos), prompts, upscale=size["upscale"]).save(grid)
@@ -234,6 +382,9 @@ def generate(argv=None, cfg: GenerateConfig | None = None) -> Result:
     report = {
         "mode": mode, "source": source, "model": str(model_dir), "device": str(device),
         "dtype": str(dtype).removeprefix("torch."), "attention_backend": cfg.attention_backend,
+        "decoder": cfg.decoder, "decoder_dtype": str(vae_dtype).removeprefix("torch."),
+        "ranks": world, "context_parallel": {"ulysses": world // cfg.ring_degree, "ring": cfg.ring_degree}
+        if world > 1 else None, "vae_tiles": list(tiles) if tiles else None,
         "steps": params.steps, "guidance_scale": params.guidance_scale, "height": params.height,
         "width": params.width, "frames": params.frames, "fps": size["fps"], "seed": params.seed,
         "latent_shape": list(latents.shape[1:]), "video_shape": list(videos.shape[1:]), "videos": paths,
@@ -249,13 +400,15 @@ def generate(argv=None, cfg: GenerateConfig | None = None) -> Result:
     return Result(report, videos, latents.cpu())
 
 
-def main(argv=None) -> dict:
+def main(argv=None) -> dict | None:
     def command():
         result = generate(argv)
+        if result is None:  # a rank other than 0 under torchrun
+            return None
         print(json.dumps(result.report, indent=2))
         return result.report
 
     return run_command(command)
 
 
-cli = console_script(main)
+cli = console_script(main, distributed=True)

@@ -23,7 +23,8 @@ from apt.config import ConfigError
 from apt.loading import Components
 from apt.metrics import check_videos, edge_sharpness, edge_steepness, frechet_distance, gaussian_stats, sharpness
 from apt.toy.attributes import same_digit_in_every_frame
-from apt.pipeline import Sampler, SamplingParams
+from apt.pipeline import Sampler
+from apt.sampling_setup import SamplingParams
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
 from apt.toy.world import (COLOUR_NAMES, DIRECTION_NAMES, MovingDigits, ToyWorldConfig, caption, combo_id,
                            glyph_indices, held_out_combos, render, spec_with_random_position)
@@ -144,24 +145,27 @@ def real_clips(requests: list[dict], seed: int) -> torch.Tensor:
 
 @torch.no_grad()
 def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path, seed: int = 0,
-             batch_size: int = 16, progress: bool = True) -> tuple[torch.Tensor, float | None]:
-    """Clips (B, 3, F, H, W) for the requests and measured seconds per clip (text encoding, DiT and VAE
+             batch_size: int = 16, progress: bool = True, decoder: str = "vae") -> tuple[torch.Tensor, float | None]:
+    """Clips (B, 3, F, H, W) for the requests and measured seconds per clip (text encoding, DiT and
     decode; loading excluded). Sample i uses seed + i for its noise (and its 2-step re-noise), whatever
-    the batching. Reference rows (real, vae) are not generated: no time."""
+    the batching. Reference rows (real, vae) are not generated: no time. decoder: 'vae' or 'fast' (the
+    components' fast decoder decodes every latent, the round-trip row's too)."""
     if spec.kind == "real":
         return real_clips(requests, seed), None
     if spec.kind == "vae":
         real = real_clips(requests, seed)
-        return torch.cat([components.vae.decode(components.vae.encode(c)) for c in real.split(batch_size)]), None
+        decode = components.fast_decoder.decode if decoder == "fast" else components.vae.decode
+        return torch.cat([decode(components.vae.encode(c)) for c in real.split(batch_size)]), None
     cfg = SamplingParams(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
     if spec.kind == "teacher":
-        sampler = Sampler(components)
+        sampler = Sampler(components, decoder=decoder)
     else:
         from apt.run_folder import load_generator
 
         gen = load_generator(spec.run_dir, model_dir)
         # the serving path: the generator's backbone in place of the teacher, guidance already distilled in
-        sampler = Sampler(Components(gen.backbone, components.vae, components.text), one_step=True)
+        sampler = Sampler(Components(gen.backbone, components.vae, components.text, components.fast_decoder),
+                          one_step=True, decoder=decoder)
         cfg = replace(cfg, guidance_scale=1.0)
     prompts = [r["caption"] for r in requests]
     out, seconds = [], 0.0
@@ -173,16 +177,21 @@ def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path,
 
 
 def evaluate_models(specs: list[ModelSpec], model_dir: Path, n: int = 96, seed: int = 0, batch_size: int = 16,
-                    progress: bool = True) -> tuple[dict[str, dict], dict[str, torch.Tensor], list[dict]]:
+                    progress: bool = True, decoder: str = "vae", fast_decoder: str | Path = ""
+                    ) -> tuple[dict[str, dict], dict[str, torch.Tensor], list[dict]]:
     """Per model: metrics (evaluate_videos plus seconds_per_clip), its clips, and the requests
-    (n held-out-combination prompts drawn with `seed`; real reference: REFERENCE_CLIPS 'eval' clips)."""
+    (n held-out-combination prompts drawn with `seed`; real reference: REFERENCE_CLIPS 'eval' clips).
+    decoder='fast' decodes with the model folder's fast decoder (or the folder `fast_decoder`)."""
+    from apt.fast_decoder import FastDecoder, find_fast_decoder
     from apt.loading import load_components
 
     requests = check_prompts(n, seed, held_out=True)
     components = load_components(model_dir) if any(s.kind != "real" for s in specs) else None
+    if components is not None and decoder == "fast":
+        components.fast_decoder = FastDecoder.load(find_fast_decoder(model_dir, fast_decoder))
     results, videos = {}, {}
     for spec in specs:
-        clips, seconds = generate(spec, requests, components, model_dir, seed, batch_size, progress)
+        clips, seconds = generate(spec, requests, components, model_dir, seed, batch_size, progress, decoder)
         results[spec.name] = dict(evaluate_videos(clips, requests), seconds_per_clip=seconds)
         videos[spec.name] = clips
     return results, videos, requests

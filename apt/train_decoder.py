@@ -1,0 +1,151 @@
+"""Distil the VAE decoder into a FastDecoder (apt/fast_decoder.py): latents in, the VAE's decode as target.
+
+The pool is the first `clips` latents of the data (latent shards, or the toy world), decoded once by
+the full VAE (a progress bar; stored as float16), optionally cut to random latent crops of `crop`
+cells (a fully convolutional decoder learns the same from crops; at 720p whole clips do not fit in
+memory). The last `holdout` clips are kept out of training for the report (PSNR against the VAE).
+Every `save_every` steps the model, optimiser and data position go to <out>/train_state.pt, written
+atomically; running the command again with the same --out resumes from it bit-exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from apt.fast_decoder import FastDecoder, config_for_vae
+
+STATE = "train_state.pt"
+
+
+@dataclass
+class DecoderTraining:
+    steps: int = 2000
+    batch_size: int = 16
+    lr: float = 2e-3
+    warmup: int = 100  # steps of linear learning-rate warm-up, then cosine decay to 0
+    clips: int = 2048
+    holdout: int = 64
+    crop: int = 0  # latent cells per side of random training crops; 0 = whole clips
+    latent_noise: float = 0.0  # > 0: add a noised copy of the training latents (noise std uniform in [0, this])
+    seed: int = 0
+    save_every: int = 200
+    channels: tuple[int, ...] | None = None  # None: config_for_vae's default for the VAE
+    blocks: int = 2
+
+
+def pixel_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE + L1: the L1 keeps thin strokes and small coloured regions from being averaged away."""
+    err = out.float() - target.float()
+    return err.square().mean() + err.abs().mean()
+
+
+def psnr(out: torch.Tensor, target: torch.Tensor) -> float:
+    mse = (out.float() - target.float()).square().mean().item()
+    return 10 * math.log10(4.0 / max(mse, 1e-12))  # [-1, 1] has a peak-to-peak range of 2
+
+
+@torch.no_grad()
+def decode_pool(vae, latents: torch.Tensor, batch_size: int, desc: str = "VAE decode (targets)") -> torch.Tensor:
+    out = []
+    for start in tqdm(range(0, len(latents), batch_size), desc=desc, dynamic_ncols=True):
+        out.append(vae.decode(latents[start : start + batch_size]).half())
+    return torch.cat(out)
+
+
+def random_crop(latent: torch.Tensor, video: torch.Tensor, crop: int, factor: int, g: torch.Generator):
+    """The same random window of a latent batch and its decoded video (crop cells, crop*factor pixels)."""
+    h, w = latent.shape[-2:]
+    if not crop or (crop >= h and crop >= w):
+        return latent, video
+    ch, cw = min(crop, h), min(crop, w)
+    y = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+    x = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+    return (latent[..., y : y + ch, x : x + cw],
+            video[..., y * factor : (y + ch) * factor, x * factor : (x + cw) * factor])
+
+
+def save_state(path: Path, model, opt, sched, step: int, g: torch.Generator, losses: list[float]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
+                "rng": g.get_state(), "losses": losses}, tmp)
+    os.replace(tmp, path)
+
+
+def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: DecoderTraining,
+                       source: str = "", progress: bool = True, device=None) -> dict:
+    """Train on `latents` (N, C, T, h, w), normalised; writes <out>/config.json, model.safetensors,
+    report.json; returns the report."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(latents) <= cfg.holdout + cfg.batch_size:
+        raise ValueError(f"{len(latents)} clips: need more than holdout ({cfg.holdout}) + batch_size ({cfg.batch_size})")
+    torch.manual_seed(cfg.seed)
+    model = FastDecoder(config_for_vae(vae.vae.config, cfg.channels, cfg.blocks)).to(device or latents.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+    g = torch.Generator().manual_seed(cfg.seed)
+    start, losses = 0, []
+    state_path = out / STATE
+    if state_path.is_file():
+        state = torch.load(state_path, weights_only=True, map_location=next(model.parameters()).device)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        start, losses = state["step"], list(state["losses"])
+        g.set_state(state["rng"].cpu())
+        sched.load_state_dict(state["sched"])
+        print(f"resuming {state_path} at step {start}")
+    train_n = len(latents) - cfg.holdout
+    if cfg.latent_noise > 0:
+        # generators' latents lie near the data's, not on it: a noised copy, decoded by the VAE too,
+        # teaches the decoder the VAE's answer around the data (the held-out latents stay clean, last)
+        noise_g = torch.Generator().manual_seed(cfg.seed + 1)
+        train = latents[:train_n]
+        scale = torch.rand(train_n, 1, 1, 1, 1, generator=noise_g) * cfg.latent_noise
+        noisy = train + scale.to(train.device) * torch.randn(train.shape, generator=noise_g).to(train.device)
+        latents = torch.cat([train, noisy, latents[train_n:]])
+        train_n *= 2
+    targets = decode_pool(vae, latents, cfg.batch_size)
+    factor = vae.spatial_factor
+    tick = time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="fast decoder", dynamic_ncols=True,
+               disable=not progress)
+    model.train()
+    for step in bar:
+        idx = torch.randint(0, train_n, (cfg.batch_size,), generator=g).to(latents.device)
+        z, video = random_crop(latents[idx], targets[idx], cfg.crop, factor, g)
+        loss = pixel_loss(model(z), video)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"fast decoder loss is {loss.item()} at step {step}: lower --lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(round(loss.item(), 6))
+        bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
+        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
+            save_state(state_path, model, opt, sched, step + 1, g, losses)
+    seconds = time.perf_counter() - tick
+    model.eval()
+    with torch.no_grad():
+        held = latents[train_n:]
+        fast = torch.cat([model.decode(z) for z in held.split(cfg.batch_size)])
+        report = {
+            "source": source, "clips": len(latents), "holdout": cfg.holdout, **asdict(cfg),
+            "config": asdict(model.config), "parameters": sum(p.numel() for p in model.parameters()),
+            "train_seconds_this_run": round(seconds, 1), "final_loss": losses[-1] if losses else None,
+            "holdout_psnr_db_vs_vae": round(psnr(fast, targets[train_n:]), 2),
+            "torch_threads": torch.get_num_threads(),
+        }
+    model.save(out, report)
+    (out / "losses.txt").write_text("\n".join(map(str, losses)) + "\n")
+    state_path.unlink(missing_ok=True)
+    return report
