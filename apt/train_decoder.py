@@ -1,15 +1,18 @@
 """Distil the VAE decoder into a FastDecoder (apt/fast_decoder.py): latents in, the VAE's decode as target.
 
 The pool is the first `clips` latents of the data (latent shards, or the toy world), decoded once by
-the full VAE (a progress bar; stored as float16), optionally cut to random latent crops of `crop`
-cells (a fully convolutional decoder learns the same from crops; at 720p whole clips do not fit in
-memory). The last `holdout` clips are kept out of training for the report (PSNR against the VAE).
-Every `save_every` steps the model, optimiser and data position go to <out>/train_state.pt, written
-atomically; running the command again with the same --out resumes from it bit-exactly.
+the full VAE (a progress bar; stored as float16). With `crop` > 0 each clip gives one random window of
+crop x crop latent cells, and the VAE decodes that window: at 720p a whole decoded 49-frame clip is
+0.27 GB in float16, a 32-cell window 19 MB (the pool holds clips x frames x 3 x (crop x 8)^2 x 2
+bytes). The last `holdout` clips are kept out of training for the report (PSNR against the VAE).
+Every `save_every` steps the model, optimiser, schedule and data position go to <out>/train_state.pt,
+written atomically; running the command again with the same --out and settings resumes from it
+bit-exactly (other settings are refused).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -32,7 +35,7 @@ class DecoderTraining:
     warmup: int = 100  # steps of linear learning-rate warm-up, then cosine decay to 0
     clips: int = 2048
     holdout: int = 64
-    crop: int = 0  # latent cells per side of random training crops; 0 = whole clips
+    crop: int = 0  # each clip cut to one random window of crop x crop latent cells; 0 = whole clips
     latent_noise: float = 0.0  # > 0: add a noised copy of the training latents (noise std uniform in [0, this])
     seed: int = 0
     save_every: int = 200
@@ -59,22 +62,23 @@ def decode_pool(vae, latents: torch.Tensor, batch_size: int, desc: str = "VAE de
     return torch.cat(out)
 
 
-def random_crop(latent: torch.Tensor, video: torch.Tensor, crop: int, factor: int, g: torch.Generator):
-    """The same random window of a latent batch and its decoded video (crop cells, crop*factor pixels)."""
-    h, w = latent.shape[-2:]
-    if not crop or (crop >= h and crop >= w):
-        return latent, video
+def random_windows(latents: torch.Tensor, crop: int, g: torch.Generator) -> torch.Tensor:
+    """One random crop x crop window of each latent (clips smaller than the window are kept whole)."""
+    h, w = latents.shape[-2:]
     ch, cw = min(crop, h), min(crop, w)
-    y = int(torch.randint(0, h - ch + 1, (1,), generator=g))
-    x = int(torch.randint(0, w - cw + 1, (1,), generator=g))
-    return (latent[..., y : y + ch, x : x + cw],
-            video[..., y * factor : (y + ch) * factor, x * factor : (x + cw) * factor])
+    out = []
+    for latent in latents:
+        y = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+        x = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+        out.append(latent[..., y : y + ch, x : x + cw])
+    return torch.stack(out)
 
 
-def save_state(path: Path, model, opt, sched, step: int, g: torch.Generator, losses: list[float]) -> None:
+def save_state(path: Path, model, opt, sched, step: int, g: torch.Generator, losses: list[float],
+               settings: dict) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-                "rng": g.get_state(), "losses": losses}, tmp)
+                "rng": g.get_state(), "losses": losses, "settings": json.dumps(settings, sort_keys=True)}, tmp)
     os.replace(tmp, path)
 
 
@@ -89,13 +93,20 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
     torch.manual_seed(cfg.seed)
     model = FastDecoder(config_for_vae(vae.vae.config, cfg.channels, cfg.blocks)).to(device or latents.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    warmup = max(1, cfg.warmup)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, cfg.steps) / cfg.steps)))
     g = torch.Generator().manual_seed(cfg.seed)
     start, losses = 0, []
+    settings = {**asdict(cfg), "clips_given": len(latents), "source": source}
     state_path = out / STATE
     if state_path.is_file():
         state = torch.load(state_path, weights_only=True, map_location=next(model.parameters()).device)
+        saved, current = json.loads(state.get("settings", "{}")), json.loads(json.dumps(settings))
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise ValueError(f"{state_path} was written with other settings ({', '.join(changed)}): run again "
+                             "with the same ones to resume, or delete it (or pick another --out) to start over")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start, losses = state["step"], list(state["losses"])
@@ -112,16 +123,16 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         noisy = train + scale.to(train.device) * torch.randn(train.shape, generator=noise_g).to(train.device)
         latents = torch.cat([train, noisy, latents[train_n:]])
         train_n *= 2
+    if cfg.crop:
+        latents = random_windows(latents, cfg.crop, torch.Generator().manual_seed(cfg.seed + 2))
     targets = decode_pool(vae, latents, cfg.batch_size)
-    factor = vae.spatial_factor
     tick = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="fast decoder", dynamic_ncols=True,
                disable=not progress)
     model.train()
     for step in bar:
         idx = torch.randint(0, train_n, (cfg.batch_size,), generator=g).to(latents.device)
-        z, video = random_crop(latents[idx], targets[idx], cfg.crop, factor, g)
-        loss = pixel_loss(model(z), video)
+        loss = pixel_loss(model(latents[idx]), targets[idx])
         if not torch.isfinite(loss):
             raise FloatingPointError(f"fast decoder loss is {loss.item()} at step {step}: lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -132,7 +143,7 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         losses.append(round(loss.item(), 6))
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_state(state_path, model, opt, sched, step + 1, g, losses)
+            save_state(state_path, model, opt, sched, step + 1, g, losses, settings)
     seconds = time.perf_counter() - tick
     model.eval()
     with torch.no_grad():

@@ -82,6 +82,27 @@ def test_fast_decoder_training_learns_and_resumes_bit_exactly(tiny_model_dir, tm
         assert torch.equal(x, y), name
     assert straight["final_loss"] == float((tmp_path / "resumed" / "losses.txt").read_text().split()[-1])
 
+    # a resume with other settings is refused, naming them
+    monkeypatch.setattr(td, "pixel_loss", crash_at_step_15)
+    calls["n"] = 0
+    with pytest.raises(KeyboardInterrupt):
+        td.train_fast_decoder(vae, latents, tmp_path / "changed", cfg, progress=False)
+    with pytest.raises(ValueError, match="lr"):
+        td.train_fast_decoder(vae, latents, tmp_path / "changed", td.DecoderTraining(**{**cfg.__dict__, "lr": 1e-3}),
+                              progress=False)
+
+
+def test_fast_decoder_trains_on_latent_windows(tiny_model_dir, tmp_path):
+    import apt.train_decoder as td
+
+    vae, latents = _tiny_vae_and_latents(tiny_model_dir)
+    windows = td.random_windows(latents, 2, torch.Generator().manual_seed(0))
+    assert windows.shape == (*latents.shape[:3], 2, 2)
+    assert any(torch.equal(windows[0], latents[0, :, :, y : y + 2, x : x + 2]) for y in range(3) for x in range(3))
+    cfg = td.DecoderTraining(steps=3, batch_size=4, holdout=8, crop=2, channels=(8, 4), blocks=1)
+    report = td.train_fast_decoder(vae, latents, tmp_path / "fd", cfg, progress=False)
+    assert report["crop"] == 2 and FastDecoder.load(tmp_path / "fd")(latents[:1]).shape[-2:] == (16, 16)
+
 
 def test_generate_with_the_fast_decoder(tiny_model_dir, tiny_run_dir, tmp_path):
     from apt.cli.generate import generate

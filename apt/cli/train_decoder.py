@@ -35,7 +35,8 @@ class TrainDecoderConfig:
     lr: float = option(2e-3, "AdamW learning rate (warm-up 100 steps, cosine decay)")
     clips: int = option(2048, "latents taken from the data (decoded once by the VAE as targets)")
     holdout: int = option(64, "of those, kept out of training for the report")
-    crop: int = option(0, "latent cells per side of random training crops; 0 = whole clips")
+    crop: int = option(0, "cut each clip to one random window of CROP x CROP latent cells, decoded by the VAE "
+                          "as is (what fits 720p in memory: 32 cells = 19 MB per 49-frame clip); 0 = whole clips")
     latent_noise: float = option(0.0, "> 0: also train on a noised copy of the latents (per-clip noise std "
                                       "uniform in [0, this]), decoded by the VAE too: robust to generated latents")
     channels: list[int] = option(help="a width per resolution below the full one, the flag repeated (--channels 64 "
