@@ -25,7 +25,8 @@ from apt.model_folder import MANIFEST, native_sample, read_manifest  # light: no
 COPIED_PARTS = ("vae", "text_encoder", "tokenizer")
 OPTIONAL_PARTS = ("fast_decoder",)  # copied when the teacher folder has it
 # Everything an export writes at its top level: what --overwrite may delete.
-EXPORT_ENTRIES = {"transformer", "scheduler", "model_index.json", MANIFEST, *COPIED_PARTS, *OPTIONAL_PARTS, "serving"}
+EXPORT_ENTRIES = {"transformer", "scheduler", "model_index.json", MANIFEST, *COPIED_PARTS, *OPTIONAL_PARTS,
+                  "serving"}
 # Largest |latent| difference the bf16 export may show against the float32 checkpoint on the verify
 # probe (normalised latents, |x| ~ 1-4); bf16 keeps 8 bits of mantissa, so ~1e-2 relative per layer.
 BF16_TOLERANCE = 0.25

@@ -50,7 +50,8 @@ class FastDecoderConfig:
                              f"for spatial_factor {self.spatial_factor}, got {len(self.channels)}")
         if math.log2(self.temporal_factor) > self.resolutions:
             raise ValueError("the decoder doubles time once per resolution: temporal_factor must be <= "
-                             f"spatial_factor / 2, got {self.temporal_factor} with spatial_factor {self.spatial_factor}")
+                             f"spatial_factor / 2, got {self.temporal_factor} with spatial_factor "
+                             f"{self.spatial_factor}")
         if self.z_dim < 1 or self.blocks < 0 or min(self.channels) < 1:
             raise ValueError("z_dim and channels must be positive, blocks >= 0")
 

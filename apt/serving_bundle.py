@@ -33,7 +33,7 @@ TOKENIZER = "tokenizer.json"
 def _bytes_to_unicode() -> dict[int, str]:
     """The byte -> printable character map of byte-level BPE (GPT-2's), which `tokenizers`' ByteLevel
     pre-tokenizer applies: each byte becomes one character."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
     cs, n = bs[:], 0
     for b in range(256):
         if b not in bs:
@@ -57,7 +57,8 @@ def byt5_as_tokenizers(hf_tokenizer):
     fast = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=hf_tokenizer.unk_token))
     fast.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     eos = hf_tokenizer.eos_token
-    fast.post_processor = processors.TemplateProcessing(single=f"$A {eos}", special_tokens=[(eos, hf_tokenizer.eos_token_id)])
+    fast.post_processor = processors.TemplateProcessing(single=f"$A {eos}",
+                                                        special_tokens=[(eos, hf_tokenizer.eos_token_id)])
     fast.add_special_tokens([AddedToken(t.content, single_word=t.single_word, lstrip=t.lstrip, rstrip=t.rstrip,
                                         normalized=t.normalized, special=True) for _, t in added])
     return fast
@@ -117,7 +118,8 @@ def write_bundle(export_dir: str | Path) -> Path:
     size = native_sample(export_dir)
     shape = fast_dec.latent_shape(size["frames"], size["height"], size["width"])
     tokenizer = fast_tokenizer(comps.text.tokenizer, comps.text.max_tokens)
-    text_module, gen, dec = _TextStates(comps.text).eval(), OneStepGenerator(comps.transformer).eval(), _Decode(fast_dec)
+    text_module, dec = _TextStates(comps.text).eval(), _Decode(fast_dec)
+    gen = OneStepGenerator(comps.transformer).eval()
 
     def example(batch: int):
         ids, mask = comps.text.tokenize([f"a bundled prompt {i}" for i in range(batch)])

@@ -89,7 +89,8 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if len(latents) <= cfg.holdout + cfg.batch_size:
-        raise ValueError(f"{len(latents)} clips: need more than holdout ({cfg.holdout}) + batch_size ({cfg.batch_size})")
+        raise ValueError(f"{len(latents)} clips: need more than holdout ({cfg.holdout}) + batch_size "
+                         f"({cfg.batch_size})")
     torch.manual_seed(cfg.seed)
     model = FastDecoder(config_for_vae(vae.vae.config, cfg.channels, cfg.blocks)).to(device or latents.device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)

@@ -31,7 +31,8 @@ class ExportConfig:
     overwrite: bool = option(False, "replace an existing --out")
     verify: bool = option(False, "reload the export and compare with the checkpoint")
     serving_bundle: bool = option(False, "also trace the one-step path (text encoder, generator, fast decoder) "
-                                         "for CPU serving without diffusers (needs the teacher's fast_decoder/)")
+                                         "for CPU serving without diffusers (needs the teacher's fast_decoder/; "
+                                         "traced on the CPU in float32: for small models like the toy)")
     verify_device: str = option("cpu", "device of the --verify comparison")
     bf16_tolerance: float = option(BF16_TOLERANCE, "largest latent difference a bf16 export may show against fp32")
 
