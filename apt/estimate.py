@@ -309,12 +309,10 @@ UMT5_XXL_LAYERS = 24
 def tile_area_factor(latent_h: int, latent_w: int, rows: int, cols: int, overlap: int = 8) -> float:
     """Decoded area of a rows x cols tile grid (VideoVAE.decode_tiles' geometry) over the clip's area:
     the work the overlaps add."""
-    import math
+    from apt.vae import tile_windows
 
-    sh, sw = math.ceil(latent_h / rows), math.ceil(latent_w / cols)
-    oh, ow = (min(overlap, sh) if rows > 1 else 0), (min(overlap, sw) if cols > 1 else 0)
-    area = sum(min(sh + oh, latent_h - i) * min(sw + ow, latent_w - j)
-               for i in range(0, latent_h, sh) for j in range(0, latent_w, sw))
+    sh, sw, oh, ow, starts = tile_windows(latent_h, latent_w, rows, cols, overlap)
+    area = sum(min(sh + oh, latent_h - i) * min(sw + ow, latent_w - j) for i, j in starts)
     return area / (latent_h * latent_w)
 
 

@@ -123,12 +123,10 @@ class FastDecoder(nn.Module):
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent of a clip (VideoVAE.latent_shape's contract, no VAE needed)."""
-        tf, sf = self.config.temporal_factor, self.config.spatial_factor
-        if (frames - 1) % tf:
-            raise ValueError(f"frames must be {tf}k+1 for this VAE, got {frames}")
-        if height % sf or width % sf:
-            raise ValueError(f"height and width must be multiples of {sf} for this VAE, got {height}x{width}")
-        return (self.config.z_dim, (frames - 1) // tf + 1, height // sf, width // sf)
+        from apt.vae import clip_latent_shape
+
+        c = self.config
+        return clip_latent_shape(frames, height, width, c.z_dim, c.temporal_factor, c.spatial_factor)
 
     @property
     def spatial_factor(self) -> int:

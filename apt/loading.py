@@ -7,14 +7,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
-from apt.backbone import WanBackbone
 from apt.fast_decoder import FastDecoder
 from apt.model_folder import PARTS, check_layout
 from apt.text import TextEncoder
 from apt.vae import VideoVAE
+
+if TYPE_CHECKING:  # diffusers is imported when a transformer is loaded, not with this module
+    from apt.backbone import WanBackbone
 
 DEFAULT_MAX_TEXT_TOKENS = 512  # Wan's umT5 context
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -54,6 +57,8 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
     model_dir = check_layout(model_dir, parts)
     out = Components()
     if "transformer" in parts:
+        from apt.backbone import WanBackbone
+
         out.transformer = WanBackbone.from_pretrained(model_dir, torch_dtype=dtype).eval()
     if "vae" in parts:  # imported only when loaded: `--decoder fast` serving never imports the VAE
         from diffusers import AutoencoderKLWan

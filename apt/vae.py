@@ -15,6 +15,26 @@ if TYPE_CHECKING:  # imported by whoever builds one (apt/loading.py): serving wi
     from diffusers import AutoencoderKLWan
 
 
+def clip_latent_shape(frames: int, height: int, width: int, z_dim: int, temporal: int, spatial: int
+                      ) -> tuple[int, int, int, int]:
+    """(C, T, H, W) of the latent of a clip under a causal VAE's factors; checks the clip is encodable.
+    The one rule for VideoVAE and the fast decoder (which serves without the VAE)."""
+    if (frames - 1) % temporal:
+        raise ValueError(f"frames must be {temporal}k+1 for this VAE, got {frames}")
+    if height % spatial or width % spatial:
+        raise ValueError(f"height and width must be multiples of {spatial} for this VAE, got {height}x{width}")
+    return (z_dim, (frames - 1) // temporal + 1, height // spatial, width // spatial)
+
+
+def tile_windows(height: int, width: int, rows: int, cols: int, overlap: int):
+    """The geometry of a rows x cols grid of overlapping tiles over a height x width latent, as diffusers'
+    tiled_decode lays it out: (stride_h, stride_w, overlap_h, overlap_w, tile starts (i, j) row by row)."""
+    stride_h, stride_w = math.ceil(height / rows), math.ceil(width / cols)
+    over_h, over_w = (min(overlap, stride_h) if rows > 1 else 0), (min(overlap, stride_w) if cols > 1 else 0)
+    starts = [(i, j) for i in range(0, height, stride_h) for j in range(0, width, stride_w)]
+    return stride_h, stride_w, over_h, over_w, starts
+
+
 def rank_tile_grid(world_size: int) -> tuple[int, int]:
     """(rows, cols) of one VAE tile per rank, as square as the world size factors (8 ranks: 2 x 4, the
     wide side of a landscape clip split more)."""
@@ -50,12 +70,7 @@ class VideoVAE(torch.nn.Module):
 
     def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(C, T, H, W) of the latent for a clip; checks the clip is encodable."""
-        tf, sf = self.temporal_factor, self.spatial_factor
-        if (frames - 1) % tf:
-            raise ValueError(f"frames must be {tf}k+1 for this VAE, got {frames}")
-        if height % sf or width % sf:
-            raise ValueError(f"height and width must be multiples of {sf} for this VAE, got {height}x{width}")
-        return (self.z_dim, (frames - 1) // tf + 1, height // sf, width // sf)
+        return clip_latent_shape(frames, height, width, self.z_dim, self.temporal_factor, self.spatial_factor)
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -86,9 +101,7 @@ class VideoVAE(torch.nn.Module):
         height, width = z.shape[-2:]
         if not (1 <= rows <= height and 1 <= cols <= width):
             raise ValueError(f"a {rows}x{cols} tile grid does not fit a {height}x{width} latent")
-        stride_h, stride_w = math.ceil(height / rows), math.ceil(width / cols)
-        over_h, over_w = (min(overlap, stride_h) if rows > 1 else 0), (min(overlap, stride_w) if cols > 1 else 0)
-        starts = [(i, j) for i in range(0, height, stride_h) for j in range(0, width, stride_w)]
+        stride_h, stride_w, over_h, over_w, starts = tile_windows(height, width, rows, cols, overlap)
         mine = {}
         for k, (i, j) in enumerate(starts):
             if k % world_size != rank:

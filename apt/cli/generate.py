@@ -283,9 +283,8 @@ def generate(argv=None, cfg: GenerateConfig | None = None) -> Result | None:
 
 
 def split_sequence(backbone, latent_shape, world: int, ring_degree: int = 1) -> None:
-    """Context parallelism for the DiT over `world` ranks, with the user-facing checks first."""
-    if world % ring_degree:
-        raise ConfigError(f"ring_degree {ring_degree} must divide the {world} ranks")
+    """Context parallelism for the DiT over `world` ranks, with the user-facing checks first (the
+    backbone refuses a ring degree that does not divide the ranks; apt-generate says so before loading)."""
     p_t, p_h, p_w = backbone.patch_size
     tokens = (latent_shape[1] // p_t) * (latent_shape[2] // p_h) * (latent_shape[3] // p_w)
     if tokens % world:
@@ -334,10 +333,10 @@ def write_videos(videos, prompts: list[str], out: Path, fps: int, upscale: int) 
 def _generate(cfg: GenerateConfig, prompts: list[str], dist_info) -> Result | None:
     import torch
 
+    from apt.loading import parse_dtype  # light: diffusers comes with the models, not with this module
     from apt.sampling_setup import PhaseTimer
     from apt.video import frame_grid
 
-    parse_dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.__getitem__  # apt.loading imports diffusers
     rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
     if dist_info is not None:
         if cfg.device:
