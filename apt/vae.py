@@ -139,6 +139,18 @@ class VideoVAE(torch.nn.Module):
             out_rows.append(torch.cat(out_row, -1))
         return torch.cat(out_rows, 3).float().clamp(-1, 1)
 
+    def reencode_with_grad(self, latent: torch.Tensor, latent_frames: int, checkpointing: bool = True
+                           ) -> torch.Tensor:
+        """The latent with its first `latent_frames` latent frames replaced by what the VAE reads back from
+        their decode (decode, then encode to the posterior mean), differentiable in the latent: the latent
+        of what a viewer is shown. The Wan VAE is frame-causal both ways, so the first k latent frames
+        decode to the first 1 + 4 (k - 1) frames and those encode back to k latent frames."""
+        if not 0 < latent_frames <= latent.shape[2]:
+            raise ValueError(f"re-encode 1..{latent.shape[2]} latent frames, got {latent_frames}")
+        video = self.decode_with_grad(latent, latent_frames, checkpointing)
+        mu = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode().float()
+        return torch.cat([(mu - self.mean) / self.std, latent[:, :, latent_frames:]], 2)
+
     def decode_with_grad(self, latent: torch.Tensor, latent_frames: int = 0, checkpointing: bool = True
                          ) -> torch.Tensor:
         """The first `latent_frames` latent frames (0 = all) -> video, differentiable in the latent (for

@@ -31,6 +31,9 @@ def test_config_needs_a_generator_and_a_known_loss():
         load_config(APTConfig, TOY, ["adv.lr_heads=-1"])
     with pytest.raises(ConfigError, match="adv.feature_matching_weight"):
         load_config(APTConfig, TOY, ["adv.feature_matching_weight=-0.5"])
+    for key in ("first_frame_weight", "reencode_latent_frames"):
+        with pytest.raises(ConfigError, match=f"adv.{key} must be >= 0"):
+            load_config(APTConfig, TOY, [f"adv.{key}=-1"])
 
 
 def _guard_only(**adv):
@@ -89,7 +92,8 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
            f"train.out_dir={out_dir}",
            "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3",
            "adv.mismatch_weight=1.0", "adv.r1_every=2", "adv.probe_every=2", "adv.optimizer=rmsprop",
-           "adv.share_generator_pass=true", "adv.temporal_negative_weight=0.5"]
+           "adv.share_generator_pass=true", "adv.temporal_negative_weight=0.5", "adv.first_frame_weight=0.5",
+           "adv.reencode_latent_frames=1"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -104,6 +108,7 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
     for row in rows:  # the diagnostics of every step
         assert 0 <= row["d_auc"] <= 1 and row["d_margin"] == pytest.approx(row["d_real"] - row["d_fake"], abs=1e-5)
         assert row["d_mismatch"] is not None and row["d_temporal_negative"] is not None
+        assert row["d_first_frame_margin"] is not None
 
 
 @pytest.mark.slow

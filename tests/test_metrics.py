@@ -129,7 +129,7 @@ def test_edge_steepness_separates_edge_width_from_stroke_width():
 
 
 def test_same_digit_in_every_frame_is_high_for_real_clips_and_low_for_a_changing_digit():
-    from apt.toy.attributes import same_digit_in_every_frame
+    from apt.toy.attributes import digit_by_frame, frame_digits, same_digit_in_every_frame
     from apt.toy.world import MovingDigits
 
     data = MovingDigits("eval", 60, seed=9)
@@ -141,3 +141,6 @@ def test_same_digit_in_every_frame_is_high_for_real_clips_and_low_for_a_changing
     mixed = real.clone()
     mixed[:, :, :4] = real[other][:, :, :4]
     assert same_digit_in_every_frame(mixed) <= 0.2
+    # where the digit is lost: the first four frames, not the rest
+    by_frame = digit_by_frame(frame_digits(mixed), digits)
+    assert max(by_frame[:4]) <= 0.2 and min(by_frame[4:]) >= 0.9

@@ -143,6 +143,25 @@ def test_vae_decode_with_grad_equals_the_decode_and_checkpointing_changes_no_gra
     assert torch.equal(vae.decode_with_grad(latent, latent_frames=2).detach(), full[:, :, :5])
 
 
+def test_vae_reencode_with_grad_reads_back_the_decoded_first_frames_and_keeps_the_rest():
+    from apt.loading import load_components
+    from apt.model_folder import resolve_model_dir
+
+    vae = load_components(resolve_model_dir("toy"), parts=("vae",)).vae
+    latent = torch.randn(2, 8, 3, 8, 8, requires_grad=True)
+    out = vae.reencode_with_grad(latent, latent_frames=1)
+    # latent frame 0 is what the encoder reads off the decoded first frame; frames 1, 2 are untouched
+    assert torch.allclose(out[:, :, :1].detach(), vae.encode(vae.decode(latent.detach())[:, :, :1]), atol=1e-5)
+    assert torch.equal(out[:, :, 1:].detach(), latent[:, :, 1:].detach())
+    out[:, :, :1].sum().backward()  # G's gradient reaches its first latent frame through decode and encode
+    assert latent.grad[:, :, :1].abs().sum() > 0 and latent.grad[:, :, 1:].abs().sum() == 0
+    # a real clip's latent is (nearly) a fixed point: re-encoding moves it far less than a random latent
+    real = vae.encode(vae.decode(torch.randn(2, 8, 3, 8, 8)))
+    assert (vae.reencode_with_grad(real, 1) - real).abs().mean() < 0.5 * (out.detach() - latent.detach()).abs().mean()
+    with pytest.raises(ValueError, match="re-encode 1..3"):
+        vae.reencode_with_grad(latent, latent_frames=4)
+
+
 def _have_toy_reward() -> bool:
     from apt.toy.reward import REWARD_DIR
 

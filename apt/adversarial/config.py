@@ -53,6 +53,16 @@ class AdversarialConfig:
     # micro-batch, with their own caption, as extra negatives for D at this weight: a clip whose digit
     # changes between frames is then "generated" to D (docs/stage2-apt.md); 0 = off
     temporal_negative_weight: float = 0.0
+    # D also judges each clip's first latent frame on its own, real against generated, at this weight
+    # in L_D and L_G (MoCoGAN's image discriminator, with the same D): a causal video VAE encodes the
+    # first frame alone, so that latent frame is an image latent, the frame generated clips get most
+    # wrong (docs/stage2-apt.md); 0 = off
+    first_frame_weight: float = 0.0
+    # D sees G's samples with their first k latent frames decoded and encoded again by the VAE (the
+    # latent of what the decoder shows), G's gradient flowing back through both (the decode
+    # checkpointed as adv.reward_checkpointing says); real latents are already what the encoder
+    # gives. 0 = off (docs/stage2-apt.md)
+    reencode_latent_frames: int = 0
     # diagnostics: every probe_every steps, D's AUC for real clips with their own vs another clip's
     # caption on a fixed held batch of probe_size clips (0 = off); the running real-vs-fake AUC is over
     # the last auc_window real and fake logits of each rank
@@ -94,6 +104,10 @@ class AdversarialConfig:
             raise ConfigError(f"adv.optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
         if self.mismatch_weight < 0:
             raise ConfigError(f"adv.mismatch_weight must be >= 0, got {self.mismatch_weight}")
+        if self.reencode_latent_frames < 0:
+            raise ConfigError(f"adv.reencode_latent_frames must be >= 0 (0 = off), got {self.reencode_latent_frames}")
+        if self.first_frame_weight < 0:
+            raise ConfigError(f"adv.first_frame_weight must be >= 0, got {self.first_frame_weight}")
         if self.temporal_negative_weight < 0:
             raise ConfigError(f"adv.temporal_negative_weight must be >= 0, got {self.temporal_negative_weight}")
         for key in ("r1_every", "auc_window", "probe_size", "collapse_patience"):

@@ -6,7 +6,8 @@
     G step: L_G = softplus(-D(G(z)))   then EMA of G
 Adam with beta1 0 (the paper's "RMSProp") for both, no weight decay, no gradient clipping. Optional
 (off by default): APT2's relativistic loss and approximate R2, SeedVR2's feature matching
-(apt/adversarial/losses.py), mismatched-caption negatives, lazy approximate R1.
+(apt/adversarial/losses.py), mismatched-caption negatives, spliced-clip negatives, a first-frame
+(image) term, D judging G's samples re-encoded through the VAE, lazy approximate R1.
 
 Logged besides the losses: the real-minus-fake logit margin, a running real-vs-fake AUC (what D
 ranks, which its accuracy at threshold 0 hides when all logits move together) and, on a fixed held
@@ -101,13 +102,16 @@ class AdversarialPostTraining:
         self.low_d_loss_steps = self.separated_steps = 0
         self.logit_window = {"real": deque(maxlen=adv.auc_window), "fake": deque(maxlen=adv.auc_window)}
         self.probe = self._probe_slice(probe) if probe is not None and adv.probe_every else None
-        self.rewards = None
+        self.rewards = self.vae = None
+        if adv.rewards or adv.reencode_latent_frames:
+            if vae is None:
+                raise ValueError("adv.rewards and adv.reencode_latent_frames need the VAE to decode the "
+                                 "generator's samples")
+            self.vae = vae.to(dist.device)
         if adv.rewards:
             from apt.rewards import build_rewards
 
-            if vae is None:
-                raise ValueError("adv.rewards needs the VAE to decode the generator's samples")
-            self.rewards, self.vae = build_rewards(adv.rewards).to(dist.device), vae.to(dist.device)
+            self.rewards = build_rewards(adv.rewards).to(dist.device)
 
     # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so
     # apt.run_folder.load_generator and export read either stage's checkpoint.
@@ -125,6 +129,14 @@ class AdversarialPostTraining:
 
     def _fake(self, x: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.generator(torch.randn_like(x), text)
+
+    def _shown(self, fake: torch.Tensor) -> torch.Tensor:
+        """G's samples as D judges them: with adv.reencode_latent_frames, their first latent frames read
+        back through the VAE (differentiably), so that D sees what the decoder will show."""
+        k = self.cfg.adv.reencode_latent_frames
+        if not k:
+            return fake
+        return self.vae.reencode_with_grad(fake, min(k, fake.shape[2]), self.cfg.adv.reward_checkpointing)
 
     def _d_logits(self, x0: torch.Tensor, text: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
                   return_features: bool = False):
@@ -226,6 +238,9 @@ class AdversarialPostTraining:
         fused = separable and r1_weight == 0 and adv.r2_weight == 0
         self.opt_d.zero_grad(set_to_none=True)
         for x, text, _, fake in micro_batches:
+            if adv.reencode_latent_frames:
+                with torch.no_grad():
+                    fake = self._shown(fake)
             if adv.mismatch_weight > 0:  # real clips, wrong captions: negatives, backpropagated on their own
                 t, noise = self._renoising(x)
                 mismatched = self._d_logits(x, text.roll(1, 0), t, noise)
@@ -255,6 +270,8 @@ class AdversarialPostTraining:
                 loss_d = self._d_loss(real_logits, fake_logits)
                 total = loss_d + r2_term + (r1_weight * r1 if r1 is not None else 0.0)
                 (total / self.accum).backward()
+            if adv.first_frame_weight > 0:  # the first latent frames alone, as images
+                self._first_frame_d_step(x, text, fake, r1_weight, m)
             for key, value in (("aR1", r1), ("aR2", r2)):
                 if value is not None:
                     self._add(m, key, value.item())
@@ -267,6 +284,17 @@ class AdversarialPostTraining:
             self.logit_window["fake"].extend(fake_logits.detach().float().cpu().tolist())
         m["d_grad_norm"] = grad_norm(self.discriminator.parameters())
         self.opt_d.step()
+
+    def _first_frame_d_step(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, r1_weight: float,
+                            m: dict[str, float]) -> None:
+        """L_D on the clips' first latent frames (real against G's), with approximate R1 on the real ones when
+        this step has it; backpropagated here, weighted by adv.first_frame_weight."""
+        adv = self.cfg.adv
+        fake_logits, _ = self._d_pass(fake[:, :, :1], text, 0.0, adv.r1_sigma)
+        real_logits, r1 = self._d_pass(x[:, :, :1], text, r1_weight, adv.r1_sigma)
+        loss = self._d_loss(real_logits, fake_logits) + (r1_weight * r1 if r1 is not None else 0.0)
+        (adv.first_frame_weight * loss / self.accum).backward()
+        self._add(m, "d_first_frame_margin", (real_logits.mean() - fake_logits.mean()).item())
 
     def _generator_step(self, micro_batches, m: dict[str, float]) -> None:
         adv = self.cfg.adv
@@ -292,6 +320,7 @@ class AdversarialPostTraining:
         """L_G for G's samples `fake` (with feature matching if on), logged into m."""
         adv = self.cfg.adv
         matching = adv.feature_matching_weight > 0
+        fake = self._shown(fake)
         t, noise = self._renoising(x)
         fake_out = self._d_logits(fake, text, t, noise, return_features=matching)
         real_out = None
@@ -301,6 +330,14 @@ class AdversarialPostTraining:
         fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
         loss_g = self._g_loss(real_logits, fake_logits)
         self._add(m, "g_loss", loss_g.item())
+        if adv.first_frame_weight > 0:
+            frame_t, frame_noise = self._renoising(x[:, :, :1])
+            frame_fake = self._d_logits(fake[:, :, :1], text, frame_t, frame_noise)
+            frame_real = None
+            if adv.loss == "relativistic":
+                with torch.no_grad():
+                    frame_real = self._d_logits(x[:, :, :1], text, frame_t, frame_noise)
+            loss_g = loss_g + adv.first_frame_weight * self._g_loss(frame_real, frame_fake)
         if matching:
             fm = losses.feature_matching(real_out[1], fake_out[1])
             self._add(m, "feature_matching", fm.item())

@@ -105,10 +105,17 @@ def frame_digits(videos) -> np.ndarray:
     return np.stack([clf.predict(glyph_crops(v).numpy()) for v in videos])
 
 
-def same_digit_in_every_frame(videos) -> float:
-    """Fraction of clips whose per-frame digit readings all agree (0.98 on real held-out clips)."""
-    digits = frame_digits(videos)
+def same_digit_in_every_frame(videos, digits: np.ndarray | None = None) -> float:
+    """Fraction of clips whose per-frame digit readings all agree (0.98 on real held-out clips).
+    digits: their frame_digits, if the caller has them."""
+    digits = frame_digits(videos) if digits is None else digits
     return float((digits == digits[:, :1]).all(1).mean())
+
+
+def digit_by_frame(digits: np.ndarray, asked: list[int]) -> list[float]:
+    """For each frame index, the fraction of clips whose frame shows the asked digit (from frame_digits):
+    where in the clip a generator loses the digit."""
+    return [round(float(a), 4) for a in (digits == np.asarray(asked)[:, None]).mean(0)]
 
 
 def read_digit(video: torch.Tensor) -> int:

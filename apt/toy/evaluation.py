@@ -22,7 +22,7 @@ from tqdm import tqdm
 from apt.config import ConfigError
 from apt.loading import Components
 from apt.metrics import check_videos, edge_sharpness, edge_steepness, frechet_distance, gaussian_stats, sharpness
-from apt.toy.attributes import same_digit_in_every_frame
+from apt.toy.attributes import digit_by_frame, frame_digits, same_digit_in_every_frame
 from apt.pipeline import Sampler
 from apt.sampling_setup import SamplingParams
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
@@ -72,7 +72,8 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio,
     edge_sharpness_ratio, edge_steepness_ratio (apt/metrics.py, all against the reference),
     same_digit_all_frames (the fraction of clips whose every frame shows one digit, read frame by
-    frame by the hand-made reader of apt/toy/attributes.py) and n.
+    frame by the hand-made reader of apt/toy/attributes.py), digit_by_frame (per frame index, how
+    often that reader sees the asked digit) and n.
     """
     check_videos(videos)
     if len(videos) != len(requests):
@@ -86,7 +87,9 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     out["sharpness_ratio"] = sharpness(videos) / reference.sharpness
     out["edge_sharpness_ratio"] = edge_sharpness(videos) / reference.edge_sharpness
     out["edge_steepness_ratio"] = edge_steepness(videos) / reference.edge_steepness
-    out["same_digit_all_frames"] = same_digit_in_every_frame(videos)
+    digits = frame_digits(videos)
+    out["same_digit_all_frames"] = same_digit_in_every_frame(videos, digits)
+    out["digit_by_frame"] = digit_by_frame(digits, [int(r["digit"]) for r in requests])
     out["n"] = len(videos)
     return out
 
