@@ -155,7 +155,7 @@ def test_vae_reencode_with_grad_reads_back_the_decoded_first_frames_and_keeps_th
     assert torch.equal(out[:, :, 1:].detach(), latent[:, :, 1:].detach())
     out[:, :, :1].sum().backward()  # G's gradient reaches its first latent frame through decode and encode
     assert latent.grad[:, :, :1].abs().sum() > 0 and latent.grad[:, :, 1:].abs().sum() == 0
-    # a real clip's latent is (nearly) a fixed point: re-encoding moves it far less than a random latent
+    # a latent the encoder gave is (nearly) a fixed point: re-encoding moves it far less than a random one
     real = vae.encode(vae.decode(torch.randn(2, 8, 3, 8, 8)))
     assert (vae.reencode_with_grad(real, 1) - real).abs().mean() < 0.5 * (out.detach() - latent.detach()).abs().mean()
     with pytest.raises(ValueError, match="re-encode 1..3"):
