@@ -316,27 +316,28 @@ class AdversarialPostTraining:
         m["g_grad_norm"] = grad_norm(self.generator.parameters())
         self.opt_g.step()
 
+    def _generator_logits(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, features: bool = False):
+        """D on G's samples at a fresh re-noising and, where the relativistic loss or feature matching
+        needs it, on the real clips at the same t and noise as a reference only (no gradient; else None)."""
+        t, noise = self._renoising(x)
+        fake_out = self._d_logits(fake, text, t, noise, return_features=features)
+        real_out = None
+        if self.cfg.adv.loss == "relativistic" or features:
+            with torch.no_grad():
+                real_out = self._d_logits(x, text, t, noise, return_features=features)
+        return fake_out, real_out
+
     def _adversarial_loss(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, m: dict) -> torch.Tensor:
         """L_G for G's samples `fake` (with feature matching if on), logged into m."""
         adv = self.cfg.adv
         matching = adv.feature_matching_weight > 0
         fake = self._shown(fake)
-        t, noise = self._renoising(x)
-        fake_out = self._d_logits(fake, text, t, noise, return_features=matching)
-        real_out = None
-        if adv.loss == "relativistic" or matching:
-            with torch.no_grad():  # the real pass at the same t and noise, as a reference only
-                real_out = self._d_logits(x, text, t, noise, return_features=matching)
+        fake_out, real_out = self._generator_logits(x, text, fake, matching)
         fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
         loss_g = self._g_loss(real_logits, fake_logits)
         self._add(m, "g_loss", loss_g.item())
         if adv.first_frame_weight > 0:
-            frame_t, frame_noise = self._renoising(x[:, :, :1])
-            frame_fake = self._d_logits(fake[:, :, :1], text, frame_t, frame_noise)
-            frame_real = None
-            if adv.loss == "relativistic":
-                with torch.no_grad():
-                    frame_real = self._d_logits(x[:, :, :1], text, frame_t, frame_noise)
+            frame_fake, frame_real = self._generator_logits(x[:, :, :1], text, fake[:, :, :1])
             loss_g = loss_g + adv.first_frame_weight * self._g_loss(frame_real, frame_fake)
         if matching:
             fm = losses.feature_matching(real_out[1], fake_out[1])

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from apt.config import ConfigError
 from apt.loading import Components
 from apt.metrics import check_videos, edge_sharpness, edge_steepness, frechet_distance, gaussian_stats, sharpness
-from apt.toy.attributes import digit_by_frame, frame_digits, same_digit_in_every_frame
+from apt.toy.attributes import digit_by_frame, frame_digits, same_digit_rate
 from apt.pipeline import Sampler
 from apt.sampling_setup import SamplingParams
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
@@ -88,7 +88,7 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     out["edge_sharpness_ratio"] = edge_sharpness(videos) / reference.edge_sharpness
     out["edge_steepness_ratio"] = edge_steepness(videos) / reference.edge_steepness
     digits = frame_digits(videos)
-    out["same_digit_all_frames"] = same_digit_in_every_frame(videos, digits)
+    out["same_digit_all_frames"] = same_digit_rate(digits)
     out["digit_by_frame"] = digit_by_frame(digits, [int(r["digit"]) for r in requests])
     out["n"] = len(videos)
     return out
