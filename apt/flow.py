@@ -75,6 +75,23 @@ def guided_velocity(velocity_fn: VelocityFn, x_t: torch.Tensor, t: torch.Tensor,
 
 
 @torch.no_grad()
+def euler_sample_from(velocity_fn: VelocityFn, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, steps: int,
+                      guidance_scale: float = 1.0, negative_text: torch.Tensor | None = None) -> torch.Tensor:
+    """Integrate from per-sample times t (B,) down to 0 in `steps` equal Euler steps (each sample its own
+    grid t, t (k-1)/k, ..., 0). One step is the x0 prediction x_t - t v(x_t, t)."""
+    if steps < 1:
+        raise ValueError(f"need at least one sampling step, got {steps}")
+    if guidance_scale != 1.0 and negative_text is None:
+        raise ValueError("classifier-free guidance needs negative_text (the embedded negative prompt)")
+    x = x_t
+    for k in range(steps, 0, -1):
+        t_cur, t_next = t * k / steps, t * (k - 1) / steps
+        v = guided_velocity(velocity_fn, x, t_cur, text, negative_text, guidance_scale)
+        x = x + per_sample(t_next - t_cur, x) * v
+    return x
+
+
+@torch.no_grad()
 def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, text: torch.Tensor, steps: int,
                  guidance_scale: float = 1.0, negative_text: torch.Tensor | None = None,
                  shift_s: float = 1.0) -> torch.Tensor:

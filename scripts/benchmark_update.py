@@ -60,7 +60,10 @@ def main(argv=None) -> dict:
                                                        *[o for o in overrides.split(",") if o]])
             torch.manual_seed(0)
             gen = WanBackbone(copy.deepcopy(comps.transformer.model))
-            stages[name] = AdversarialPostTraining(cfg, dist, comps.transformer, gen, previews=None)
+            # its own teacher copy: with adv.distill_weight the stage keeps (and shards) it as its denoiser
+            teacher_copy = WanBackbone(copy.deepcopy(comps.transformer.model))
+            negative = comps.text.encode([cfg.adv.distill_negative_prompt]) if cfg.adv.distill_weight > 0 else None
+            stages[name] = AdversarialPostTraining(cfg, dist, teacher_copy, gen, previews=None, negative_text=negative)
         teacher = WanBackbone(copy.deepcopy(comps.transformer.model)).train()
         parallelize_backbone(teacher, load_config(APTConfig, args.config, ["adv.generator_init=teacher"]).parallel)
 

@@ -34,6 +34,12 @@ def test_config_needs_a_generator_and_a_known_loss():
     for key in ("first_frame_weight", "reencode_latent_frames"):
         with pytest.raises(ConfigError, match=f"adv.{key} must be >= 0"):
             load_config(APTConfig, TOY, [f"adv.{key}=-1"])
+    for bad in ("adv.distill_weight=-1", "adv.distill_guidance_scale=-1", "adv.distill_shift=0"):
+        with pytest.raises(ConfigError, match="adv.distill"):
+            load_config(APTConfig, TOY, [bad])
+    for key in ("distill_every", "distill_steps", "feature_matching_every"):
+        with pytest.raises(ConfigError, match=f"adv.{key} must be >= 1"):
+            load_config(APTConfig, TOY, [f"adv.{key}=0"])
 
 
 def _guard_only(**adv):
@@ -93,15 +99,17 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
            "adv.loss=relativistic", "adv.r2_weight=1000", "adv.feature_matching_weight=1.0", "adv.lr_heads=1e-3",
            "adv.mismatch_weight=1.0", "adv.r1_every=2", "adv.probe_every=2", "adv.optimizer=rmsprop",
            "adv.share_generator_pass=true", "adv.temporal_negative_weight=0.5", "adv.first_frame_weight=0.5",
-           "adv.reencode_latent_frames=1"]
+           "adv.reencode_latent_frames=1", "adv.distill_weight=1", "adv.distill_every=2",
+           "adv.distill_steps=2", "adv.feature_matching_every=2"]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     rows = read_metrics(out_dir)
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("aR2", "feature_matching", "d_loss", "g_loss"):
+    for key in ("aR2", "d_loss", "g_loss"):
         assert all(r[key] is not None and r[key] >= 0 for r in rows), key
-    assert rows[0]["feature_matching"] > 0  # G's samples are not the reals
+    # lazy feature matching on G steps 1, 3, ...: G's samples are not the reals
+    assert rows[0]["feature_matching"] > 0 and "feature_matching" not in rows[1]
     # lazy aR1 on every 2nd D step (steps 1, 3, ...); the caption probe on every 2nd step (2, 4, ...)
     assert rows[0]["aR1"] >= 0 and "aR1" not in rows[1]
     assert "caption_auc" not in rows[0] and 0 <= rows[1]["caption_auc"] <= 1
@@ -109,6 +117,8 @@ def test_optional_terms_run_and_are_logged(tmp_path, tiny_model_dir):
         assert 0 <= row["d_auc"] <= 1 and row["d_margin"] == pytest.approx(row["d_real"] - row["d_fake"], abs=1e-5)
         assert row["d_mismatch"] is not None and row["d_temporal_negative"] is not None
         assert row["d_first_frame_margin"] is not None
+    # the lazy distillation term on G steps 1, 3, ...
+    assert rows[0]["distill"] > 0 and "distill" not in rows[1]
 
 
 @pytest.mark.slow
@@ -192,6 +202,38 @@ def test_approximate_r1_every_kth_step_keeps_its_average_weight():
         load_config(APTConfig, TOY, ["adv.r1_every=0"])
     with pytest.raises(ConfigError, match="adv.optimizer"):
         load_config(APTConfig, TOY, ["adv.optimizer=sgd"])
+
+
+def test_distillation_pulls_samples_to_the_teachers_guided_prediction():
+    """ADD's term: with a teacher whose x0 prediction is mu(c) at every x_t and t (v = (x_t - mu) / t),
+    the guided target is mu(neg) + w (mu(c) - mu(neg)) and the loss is mean_b (1 - t_b) |fake_b - target|^2;
+    its gradient moves the samples towards that target."""
+    from types import SimpleNamespace
+
+    from apt import flow
+
+    mu = {0: torch.full((2, 3, 2, 2), 1.0), 1: torch.full((2, 3, 2, 2), -1.0)}
+
+    def teacher(x_t, t, text):  # text[:, 0, 0] picks the caption: 1 = the prompt, 0 = the negative
+        target = torch.stack([mu[int(c)] for c in text[:, 0, 0]])
+        return (x_t - target) / flow.per_sample(t, x_t)
+
+    stage = object.__new__(AdversarialPostTraining)
+    stage.cfg = load_config(APTConfig, TOY, ["adv.distill_weight=1", "adv.distill_guidance_scale=3"])
+    stage.teacher, stage.accum = teacher, 1
+    stage.negative_text = torch.zeros(1, 1, 1)
+    fake = torch.randn(4, 2, 3, 2, 2, requires_grad=True)
+    text = torch.ones(4, 1, 1)
+    m = {}
+    torch.manual_seed(0)
+    loss = AdversarialPostTraining._distill_loss(stage, fake, text, m)
+    torch.manual_seed(0)
+    t = flow.sample_timesteps(4, 1.0)
+    want_target = mu[0] + 3 * (mu[1] - mu[0])  # -5 everywhere
+    want = ((1 - t) * (fake.detach() - want_target).square().flatten(1).mean(1)).mean()
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5) and m["distill"] == pytest.approx(want.item(), rel=1e-5)
+    loss.backward()
+    assert (fake.grad * (fake.detach() - want_target) >= 0).all()  # descending moves each value to -5
 
 
 def test_feature_matching_reaches_every_generator_parameter():

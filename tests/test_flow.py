@@ -86,3 +86,31 @@ def test_classifier_free_guidance_combination_and_negative_prompt():
     assert torch.allclose(out, x - (0.5 + 3.0 * 1.5))
     with pytest.raises(ValueError, match="negative"):
         flow.euler_sample(field, x, pos, steps=2, guidance_scale=3.0)
+
+
+def test_euler_sample_from_per_sample_times():
+    x0, eps = torch.randn(3, 4, 2, 4, 4), torch.randn(3, 4, 2, 4, 4)
+    text = torch.zeros(3, 3, 8)
+    t = torch.tensor([0.9, 0.4, 0.05])
+    x_t = flow.add_noise(x0, eps, t)
+    seen = []
+
+    def straight_field(x, t_cur, _text):  # exact velocity of each sample's straight path through x0
+        seen.append(t_cur.clone())
+        return flow.v_from_x0(x, x0, t_cur)
+
+    for steps in (1, 4):  # each sample integrates over its own grid t, ..., 0 and lands on x0
+        seen.clear()
+        assert torch.allclose(flow.euler_sample_from(straight_field, x_t, t, text, steps), x0, atol=1e-5)
+        assert torch.allclose(seen[0], t) and torch.allclose(seen[-1], t / steps)
+    # one step is the x0 prediction; from t = 1 it is the plain sampler's first-step formula
+    field = lambda x, t_cur, _text: x * 0.3 + 1.0  # noqa: E731
+    one = flow.euler_sample_from(field, x_t, t, text, 1)
+    assert torch.allclose(one, flow.x0_from_v(x_t, field(x_t, t, text), t))
+    ones = torch.ones(3)
+    assert torch.allclose(flow.euler_sample_from(field, eps, ones, text, 3), flow.euler_sample(field, eps, text, 3),
+                          atol=1e-6)
+    with pytest.raises(ValueError, match="negative"):
+        flow.euler_sample_from(field, x_t, t, text, 2, guidance_scale=5.0)
+    with pytest.raises(ValueError, match="at least one"):
+        flow.euler_sample_from(field, x_t, t, text, 0)

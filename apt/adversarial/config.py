@@ -45,6 +45,8 @@ class AdversarialConfig:
     r2_weight: float = 0.0  # approximate R2 on generated samples (APT2: 1000 with sigma 0.1); 0 = off
     r2_sigma: float = 0.1
     feature_matching_weight: float = 0.0  # SeedVR2-style L1 on D's tapped features, added to L_G; 0 = off
+    # lazy feature matching: on one G step in k, weighted by k (its real reference pass costs a D forward)
+    feature_matching_every: int = 1
     loss: str = "nonsaturating"  # or "relativistic" (APT2's pairing loss)
     # real clips paired with another clip's caption as extra negatives for D, this weight on
     # softplus(D(x, c_wrong)) (GAN-CLS; the paper: it did not fix text alignment at its scale); 0 = off
@@ -63,6 +65,19 @@ class AdversarialConfig:
     # checkpointed as adv.reward_checkpointing says); real latents are already what the encoder
     # gives. 0 = off (docs/stage2-apt.md)
     reencode_latent_frames: int = 0
+    # ADD's distillation term (Sauer et al. 2023, arXiv 2311.17042), beyond the paper: G's sample,
+    # re-noised at t ~ shift(U(0,1), distill_shift), is denoised by the frozen teacher with CFG, and
+    # L_G += distill_weight * ||G(z) - stopgrad(teacher x0 prediction)||^2: the teacher's guidance
+    # (which pure APT loses, docs/stage2-apt.md) pulls on G while D keeps it on the data; on one G
+    # step in distill_every, weighted by distill_every (lazy, like r1_every). 0 = off
+    distill_weight: float = 0.0
+    distill_guidance_scale: float = 5.0
+    distill_negative_prompt: str = ""
+    distill_shift: float = 1.0
+    distill_every: int = 1
+    # the target: 1 = the teacher's x0 prediction at t (ADD); k > 1 = k guided Euler steps of the teacher
+    # from t to 0 (a teacher sample that starts from G's re-noised sample: sharp where one prediction is blurred)
+    distill_steps: int = 1
     # diagnostics: every probe_every steps, D's AUC for real clips with their own vs another clip's
     # caption on a fixed held batch of probe_size clips (0 = off); the running real-vs-fake AUC is over
     # the last auc_window real and fake logits of each rank
@@ -110,7 +125,9 @@ class AdversarialConfig:
             raise ConfigError(f"adv.first_frame_weight must be >= 0, got {self.first_frame_weight}")
         if self.temporal_negative_weight < 0:
             raise ConfigError(f"adv.temporal_negative_weight must be >= 0, got {self.temporal_negative_weight}")
-        for key in ("r1_every", "auc_window", "probe_size", "collapse_patience"):
+        if self.distill_weight < 0 or self.distill_guidance_scale < 0 or self.distill_shift <= 0:
+            raise ConfigError("adv.distill_weight and adv.distill_guidance_scale must be >= 0, adv.distill_shift > 0")
+        for key in ("r1_every", "feature_matching_every", "distill_every", "distill_steps", "auc_window", "probe_size", "collapse_patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")
         if self.probe_every < 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,7 +29,7 @@ from apt.adversarial import losses
 from apt.adversarial.config import APTConfig
 from apt.backbone import WanBackbone
 from apt.config import ConfigError
-from apt.distributed import DistInfo, all_reduce_mean, grad_norm
+from apt.distributed import DistInfo, all_reduce_mean, grad_norm, parallelize_backbone
 from apt.ema import ema_update, trainable_with_ema
 from apt.estimate import per_sample_flops, tokens_of
 from apt.generator import OneStepGenerator
@@ -45,10 +46,11 @@ def make_optimizer(kind: str, param_groups, lr: float, beta2: float) -> torch.op
     """The paper's optimiser: "RMSProp, alpha 0.9 (= Adam with beta1 0, beta2 0.9)", i.e. Adam with
     beta1 0 and bias correction (its first update moves each weight by lr). torch's RMSprop has no
     bias correction: its first updates are 1/sqrt(1 - beta2^t) = 3.2x, 2.3x, 1.9x ... the lr."""
-    # foreach: one fused kernel per op over all parameters (torch's default only on CUDA); on CPU it
-    # cut the toy update's optimiser time several-fold, with the same arithmetic
+    # fused: one kernel per parameter for the whole Adam update (on CPU half the time of foreach, which
+    # had already cut the optimiser several-fold against torch's per-tensor default on CPU); the same
+    # arithmetic. RMSprop has no fused kernel: foreach.
     if kind == "adam":
-        return torch.optim.Adam(param_groups, lr=lr, betas=(0.0, beta2), eps=1e-8, weight_decay=0.0, foreach=True)
+        return torch.optim.Adam(param_groups, lr=lr, betas=(0.0, beta2), eps=1e-8, weight_decay=0.0, fused=True)
     return torch.optim.RMSprop(param_groups, lr=lr, alpha=beta2, eps=1e-8, weight_decay=0.0, foreach=True)
 
 
@@ -75,9 +77,12 @@ class AdversarialPostTraining:
     name = "apt"
 
     def __init__(self, cfg: APTConfig, dist: DistInfo, teacher: WanBackbone, generator_init: WanBackbone,
-                 previews: SampleWriter, probe: dict | None = None, vae=None):
+                 previews: SampleWriter, probe: dict | None = None, vae=None,
+                 negative_text: torch.Tensor | None = None):
         """probe: a fixed held batch ({"latent", "text"}) for the caption diagnostic; None turns it off.
-        vae: the VideoVAE that decodes G's samples for the rewards (needed when adv.rewards is set)."""
+        vae: the VideoVAE that decodes G's samples for the rewards (needed when adv.rewards is set).
+        negative_text: the embedded negative prompt (1, L, D) of the distillation term's CFG (needed when
+        adv.distill_weight is set; the teacher is then kept, frozen, as its denoiser)."""
         self.cfg, self.dist, self.previews = cfg, dist, previews
         self.accum = cfg.train.grad_accum(dist.world_size)
         adv, par = cfg.adv, cfg.parallel
@@ -108,6 +113,14 @@ class AdversarialPostTraining:
                 raise ValueError("adv.rewards and adv.reencode_latent_frames need the VAE to decode the "
                                  "generator's samples")
             self.vae = vae.to(dist.device)
+        self.teacher = self.negative_text = None
+        if adv.distill_weight > 0:
+            if negative_text is None and adv.distill_guidance_scale != 1.0:
+                raise ValueError("adv.distill_weight with guidance needs the embedded negative prompt")
+            # D and G hold their own copies: the teacher object itself is free to be the frozen denoiser
+            self.teacher = teacher.eval().requires_grad_(False)
+            parallelize_backbone(self.teacher, replace(par, activation_checkpointing=False))
+            self.negative_text = negative_text.to(dist.device) if negative_text is not None else None
         if adv.rewards:
             from apt.rewards import build_rewards
 
@@ -178,10 +191,10 @@ class AdversarialPostTraining:
             # exactly what a second forward would give). Costs G's activations through the D step.
             shared = list(self._micro_batches(next_batch, grad=True))
             self._discriminator_step([(x, text, caption, fake.detach()) for x, text, caption, fake in shared], step, m)
-            self._generator_step(shared, m)
+            self._generator_step(shared, step, m)
         else:  # one micro-batch at a time, each half drawing its own data
             self._discriminator_step(self._micro_batches(next_batch, grad=False), step, m)
-            self._generator_step(self._micro_batches(next_batch, grad=True), m)
+            self._generator_step(self._micro_batches(next_batch, grad=True), step, m)
         ema_update(self.ema, self.generator, self.cfg.adv.ema_decay)
         m["d_auc"] = losses.auc(torch.tensor(self.logit_window["real"]), torch.tensor(self.logit_window["fake"]))
         if self.probe is not None and (step + 1) % self.cfg.adv.probe_every == 0:
@@ -296,21 +309,30 @@ class AdversarialPostTraining:
         (adv.first_frame_weight * loss / self.accum).backward()
         self._add(m, "d_first_frame_margin", (real_logits.mean() - fake_logits.mean()).item())
 
-    def _generator_step(self, micro_batches, m: dict[str, float]) -> None:
+    def _generator_step(self, micro_batches, step: int, m: dict[str, float]) -> None:
         adv = self.cfg.adv
+        # lazy distillation: the term on every distill_every-th G step, weighted up to the same average
+        distill = adv.distill_weight * adv.distill_every if step % adv.distill_every == 0 else 0.0
+        matching = (adv.feature_matching_weight * adv.feature_matching_every
+                    if step % adv.feature_matching_every == 0 else 0.0)
         self.opt_g.zero_grad(set_to_none=True)
         # D's weights are not updated here: no weight gradients for them (nor their reduce-scatter),
         # only the gradient through D to G's samples.
         with _frozen(self.d_trainable):
             for x, text, captions, fake in micro_batches:
                 if self.rewards is None:
-                    (self._adversarial_loss(x, text, fake, m) / self.accum).backward()
+                    loss = self._adversarial_loss(x, text, fake, m, matching)
+                    if distill:
+                        loss = loss + distill * self._distill_loss(fake, text, m)
+                    (loss / self.accum).backward()
                     continue
                 # Rewards: the adversarial and the reward gradients meet at G's sample, each backpropagated
                 # on its own (D's activations and the decoder's never coexist), then G's backward runs once.
                 sample = fake.detach().requires_grad_(True)
                 if adv.adversarial_weight:
-                    (adv.adversarial_weight * self._adversarial_loss(x, text, sample, m)).backward()
+                    (adv.adversarial_weight * self._adversarial_loss(x, text, sample, m, matching)).backward()
+                if distill:
+                    (distill * self._distill_loss(sample, text, m)).backward()
                 (-self._reward(sample, captions, m)).backward()
                 fake.backward(sample.grad / self.accum)
         m["g_grad_norm"] = grad_norm(self.generator.parameters())
@@ -327,10 +349,11 @@ class AdversarialPostTraining:
                 real_out = self._d_logits(x, text, t, noise, return_features=features)
         return fake_out, real_out
 
-    def _adversarial_loss(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, m: dict) -> torch.Tensor:
-        """L_G for G's samples `fake` (with feature matching if on), logged into m."""
+    def _adversarial_loss(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, m: dict,
+                          matching_weight: float = 0.0) -> torch.Tensor:
+        """L_G for G's samples `fake` (plus matching_weight x feature matching where > 0), logged into m."""
         adv = self.cfg.adv
-        matching = adv.feature_matching_weight > 0
+        matching = matching_weight > 0
         fake = self._shown(fake)
         fake_out, real_out = self._generator_logits(x, text, fake, matching)
         fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
@@ -342,8 +365,25 @@ class AdversarialPostTraining:
         if matching:
             fm = losses.feature_matching(real_out[1], fake_out[1])
             self._add(m, "feature_matching", fm.item())
-            return loss_g + adv.feature_matching_weight * fm
+            return loss_g + matching_weight * fm
         return loss_g
+
+    def _distill_loss(self, fake: torch.Tensor, text: torch.Tensor, m: dict) -> torch.Tensor:
+        """ADD's distillation loss: G's samples re-noised to t, the frozen teacher's guided x0 prediction
+        there as a fixed target, squared error weighted by c(t) = 1 - t (ADD's alpha_t: the teacher's
+        prediction from nearly pure noise is a blurred average, worth little)."""
+        adv = self.cfg.adv
+        b = fake.shape[0]
+        t = flow.sample_timesteps(b, adv.distill_shift).to(fake.device)
+        with torch.no_grad():
+            x_t = flow.add_noise(fake.detach(), torch.randn_like(fake), t)
+            negative = self.negative_text.expand(b, -1, -1) if self.negative_text is not None else None
+            target = flow.euler_sample_from(self.teacher, x_t, t, text, adv.distill_steps, adv.distill_guidance_scale,
+                                            negative)
+        per_sample = (fake.float() - target.float()).square().flatten(1).mean(1)
+        loss = ((1 - t.float()) * per_sample).mean()
+        self._add(m, "distill", loss.item())
+        return loss
 
     def _reward(self, sample: torch.Tensor, captions: list[str], m: dict) -> torch.Tensor:
         """The weighted reward of G's samples, decoded (the first adv.reward_latent_frames latent frames)."""

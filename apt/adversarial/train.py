@@ -62,7 +62,9 @@ def build_stage(cfg: APTConfig, dist, comps, previews, dataset):
     torch.manual_seed(cfg.train.seed)
     # the caption diagnostic's held clips: the first of the training set, the same in every run
     probe = collate([dataset[i] for i in range(min(cfg.adv.probe_size, len(dataset)))]) if cfg.adv.probe_every else None
-    stage = AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews, probe, vae=comps.vae)
+    negative = comps.text.encode([cfg.adv.distill_negative_prompt]) if cfg.adv.distill_weight > 0 else None
+    stage = AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews, probe, vae=comps.vae,
+                                    negative_text=negative)
     if cfg.adv.discriminator_init:  # D continues from an earlier stage-2 run (e.g. a reward phase after APT)
         from apt.checkpoint import load_model_from_checkpoint
         from apt.run_folder import resolve_checkpoint
