@@ -7,8 +7,10 @@ from pathlib import Path
 from apt.run_folder import read_metrics
 
 # What each stage logs: CD runs 'loss'; APT runs the adversarial quantities and its diagnostics
-# (margin and AUCs show what D ranks, which D(real), D(fake) and the accuracy at 0 hide); reward runs 'reward'.
-CURVES = ("loss", "d_loss", "g_loss", "d_margin", "d_auc", "caption_auc", "d_real", "d_fake", "aR1", "reward")
+# (margin and AUCs show what D ranks, which D(real), D(fake) and the accuracy at 0 hide) and the optional
+# G-side terms it has on; reward runs 'reward'.
+CURVES = ("loss", "d_loss", "g_loss", "d_margin", "d_auc", "caption_auc", "d_real", "d_fake", "aR1",
+          "feature_matching", "distill", "reward")
 
 
 def plot_losses(run_dirs: dict[str, Path], out_png: str | Path, curves: tuple[str, ...] = CURVES) -> Path:

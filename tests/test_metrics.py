@@ -144,3 +144,25 @@ def test_same_digit_in_every_frame_is_high_for_real_clips_and_low_for_a_changing
     # where the digit is lost: the first four frames, not the rest
     by_frame = digit_by_frame(frame_digits(mixed), digits)
     assert max(by_frame[:4]) <= 0.2 and min(by_frame[4:]) >= 0.9
+
+
+def test_paired_same_digit_difference_against_the_teacher():
+    import numpy as np
+
+    from apt.toy.attributes import paired_same_digit_difference
+    from apt.toy.evaluation import add_paired_same_digit
+
+    steady, changing = np.array([[3, 3, 3]] * 4), np.array([[3, 5, 3]] * 4)
+    teacher = np.concatenate([steady[:2], changing[:2]])  # same digit in clips 0 and 1
+    model = np.concatenate([steady[:3], changing[:1]])  # ... and in clip 2 as well
+    diff, se = paired_same_digit_difference(model, teacher)
+    assert diff == pytest.approx(0.25)
+    assert se == pytest.approx(np.std([0, 0, 1, 0], ddof=1) / 2)
+    assert paired_same_digit_difference(teacher, teacher) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="same number"):
+        paired_same_digit_difference(model[:3], teacher)
+    results = {"teacher 25-step": {}, "APT 1-step": {}}
+    add_paired_same_digit(results, {"teacher 25-step": teacher, "APT 1-step": model}, "teacher 25-step")
+    assert results == {"teacher 25-step": {},
+                       "APT 1-step": {"same_digit_minus_teacher": 0.25, "same_digit_minus_teacher_se": round(se, 4)}}
+    add_paired_same_digit(results, {"APT 1-step": model}, None)  # no teacher evaluated: nothing to pair with

@@ -105,9 +105,23 @@ def frame_digits(videos) -> np.ndarray:
     return np.stack([clf.predict(glyph_crops(v).numpy()) for v in videos])
 
 
+def same_digit_per_clip(digits: np.ndarray) -> np.ndarray:
+    """(B,) whether each clip's per-frame digit readings (frame_digits) all agree."""
+    return (digits == digits[:, :1]).all(1)
+
+
 def same_digit_rate(digits: np.ndarray) -> float:
     """Fraction of clips whose per-frame digit readings (frame_digits) all agree."""
-    return float((digits == digits[:, :1]).all(1).mean())
+    return float(same_digit_per_clip(digits).mean())
+
+
+def paired_same_digit_difference(digits: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """Mean and standard error of (same digit in all frames) minus the reference's, clip by clip: both
+    read off clips of the same prompts and noise, so the pairing removes the prompts' own spread."""
+    if digits.shape[0] != reference.shape[0] or digits.shape[0] < 2:
+        raise ValueError(f"need the same number (>= 2) of clips, got {digits.shape[0]} and {reference.shape[0]}")
+    diff = same_digit_per_clip(digits).astype(float) - same_digit_per_clip(reference).astype(float)
+    return float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
 
 
 def same_digit_in_every_frame(videos) -> float:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from apt.config import ConfigError
 from apt.loading import Components
 from apt.metrics import check_videos, edge_sharpness, edge_steepness, frechet_distance, gaussian_stats, sharpness
-from apt.toy.attributes import digit_by_frame, frame_digits, same_digit_rate
+from apt.toy.attributes import digit_by_frame, frame_digits, paired_same_digit_difference, same_digit_rate
 from apt.pipeline import Sampler
 from apt.sampling_setup import SamplingParams
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
@@ -65,7 +65,8 @@ def real_reference(n: int = REFERENCE_CLIPS, seed: int = REFERENCE_SEED) -> Refe
     return Reference(videos, mu, cov, sharpness(videos), edge_sharpness(videos), edge_steepness(videos))
 
 
-def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Reference | None = None) -> dict:
+def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Reference | None = None,
+                    digits: np.ndarray | None = None) -> dict:
     """Metrics of clips (B, 3, F, H, W) in [-1, 1] generated for requests [{digit, colour, direction}, ...].
 
     Returns digit/colour/direction/all accuracy (evaluator), frechet_distance (evaluator features,
@@ -73,7 +74,7 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     edge_sharpness_ratio, edge_steepness_ratio (apt/metrics.py, all against the reference),
     same_digit_all_frames (the fraction of clips whose every frame shows one digit, read frame by
     frame by the hand-made reader of apt/toy/attributes.py), digit_by_frame (per frame index, how
-    often that reader sees the asked digit) and n.
+    often that reader sees the asked digit) and n. digits: the clips' frame_digits, if already read.
     """
     check_videos(videos)
     if len(videos) != len(requests):
@@ -87,7 +88,7 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
     out["sharpness_ratio"] = sharpness(videos) / reference.sharpness
     out["edge_sharpness_ratio"] = edge_sharpness(videos) / reference.edge_sharpness
     out["edge_steepness_ratio"] = edge_steepness(videos) / reference.edge_steepness
-    digits = frame_digits(videos)
+    digits = frame_digits(videos) if digits is None else digits
     out["same_digit_all_frames"] = same_digit_rate(digits)
     out["digit_by_frame"] = digit_by_frame(digits, [int(r["digit"]) for r in requests])
     out["n"] = len(videos)
@@ -192,12 +193,27 @@ def evaluate_models(specs: list[ModelSpec], model_dir: Path, n: int = 96, seed: 
     components = load_components(model_dir) if any(s.kind != "real" for s in specs) else None
     if components is not None and decoder == "fast":
         components.fast_decoder = FastDecoder.load(find_fast_decoder(model_dir, fast_decoder))
-    results, videos = {}, {}
+    results, videos, digits = {}, {}, {}
     for spec in specs:
         clips, seconds = generate(spec, requests, components, model_dir, seed, batch_size, progress, decoder)
-        results[spec.name] = dict(evaluate_videos(clips, requests), seconds_per_clip=seconds)
+        digits[spec.name] = frame_digits(clips)
+        results[spec.name] = dict(evaluate_videos(clips, requests, digits=digits[spec.name]), seconds_per_clip=seconds)
         videos[spec.name] = clips
+    add_paired_same_digit(results, digits, next((s.name for s in specs if s.kind == "teacher"), None))
     return results, videos, requests
+
+
+def add_paired_same_digit(results: dict[str, dict], digits: dict[str, np.ndarray], teacher: str | None) -> None:
+    """Every other model's "same digit in all frames" minus the teacher's, paired clip by clip (the same
+    prompts and noise), with its standard error: a difference of a few points is only real when it is
+    several standard errors (at n = 1536 one standard error is about 0.014)."""
+    if teacher is None or len(digits[teacher]) < 2:
+        return
+    for name, model_digits in digits.items():
+        if name != teacher:
+            diff, se = paired_same_digit_difference(model_digits, digits[teacher])
+            results[name]["same_digit_minus_teacher"] = round(diff, 4)
+            results[name]["same_digit_minus_teacher_se"] = round(se, 4)
 
 
 def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
