@@ -127,7 +127,8 @@ class AdversarialConfig:
             raise ConfigError(f"adv.temporal_negative_weight must be >= 0, got {self.temporal_negative_weight}")
         if self.distill_weight < 0 or self.distill_guidance_scale < 0 or self.distill_shift <= 0:
             raise ConfigError("adv.distill_weight and adv.distill_guidance_scale must be >= 0, adv.distill_shift > 0")
-        for key in ("r1_every", "feature_matching_every", "distill_every", "distill_steps", "auc_window", "probe_size", "collapse_patience"):
+        for key in ("r1_every", "feature_matching_every", "distill_every", "distill_steps", "auc_window", "probe_size",
+                    "collapse_patience"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")
         if self.probe_every < 0:

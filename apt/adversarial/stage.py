@@ -54,6 +54,12 @@ def make_optimizer(kind: str, param_groups, lr: float, beta2: float) -> torch.op
     return torch.optim.RMSprop(param_groups, lr=lr, alpha=beta2, eps=1e-8, weight_decay=0.0, foreach=True)
 
 
+def lazy_weight(weight: float, every: int, step: int) -> float:
+    """Lazy regularisation (StyleGAN2's): a term paid on one step in `every`, weighted by `every` so that
+    its average weight is `weight`; 0 on the other steps."""
+    return weight * every if step % every == 0 else 0.0
+
+
 @contextmanager
 def _frozen(params: list[torch.nn.Parameter]):
     for p in params:
@@ -244,7 +250,7 @@ class AdversarialPostTraining:
         # (with its aR2) before the real pass keeps two D passes' activations alive, not three or four.
         separable = adv.loss == "nonsaturating"
         # lazy regularisation: the penalty on every r1_every-th step, weighted up to the same average
-        r1_weight = adv.r1_weight * adv.r1_every if step % adv.r1_every == 0 else 0.0
+        r1_weight = lazy_weight(adv.r1_weight, adv.r1_every, step)
         # With no penalty this step (lazy aR1), the fake and the real pass hold two passes' activations
         # either way: they run as one call of twice the batch (one set of per-layer overheads and
         # collectives), with the same re-noising draws and the same loss.
@@ -311,10 +317,8 @@ class AdversarialPostTraining:
 
     def _generator_step(self, micro_batches, step: int, m: dict[str, float]) -> None:
         adv = self.cfg.adv
-        # lazy distillation: the term on every distill_every-th G step, weighted up to the same average
-        distill = adv.distill_weight * adv.distill_every if step % adv.distill_every == 0 else 0.0
-        matching = (adv.feature_matching_weight * adv.feature_matching_every
-                    if step % adv.feature_matching_every == 0 else 0.0)
+        distill = lazy_weight(adv.distill_weight, adv.distill_every, step)
+        matching = lazy_weight(adv.feature_matching_weight, adv.feature_matching_every, step)
         self.opt_g.zero_grad(set_to_none=True)
         # D's weights are not updated here: no weight gradients for them (nor their reduce-scatter),
         # only the gradient through D to G's samples.
