@@ -1,6 +1,6 @@
 """What one stage-2 update costs against a teacher forward+backward on the same batch (the toy model).
 
-    OMP_NUM_THREADS=1 python scripts/benchmark_update.py --batch 16 --rounds 8
+    OMP_NUM_THREADS=1 python scripts/benchmark_update.py --batch 16 --rounds 32
     python scripts/benchmark_update.py --variant paper:adv.r1_every=1 --variant lazy4:adv.r1_every=4
 
 One process, one thread, a world of one; the teacher copy is wrapped as the stages wrap their models
@@ -8,7 +8,7 @@ One process, one thread, a world of one; the teacher copy is wrapped as the stag
 teacher pass and every variant's update are timed interleaved, round after round, so that the
 machine's load hits them alike. Prints each one's mean seconds and the mean over rounds of its ratio
 to the same round's teacher pass. Lazy approximate R1 (adv.r1_every=k) pays the penalty on one update
-in k: measure a multiple of k rounds (the default, 8, serves k = 1, 2, 4, 8).
+in k: measure a multiple of k rounds (the default, 16, serves k = 1, 2, 4, 8, 16; the toy config's is 16).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "toy" / "apt.yaml", help="stage-2 config (default: configs/toy/apt.yaml)")
     p.add_argument("--batch", type=int, default=16, help="clips per update (and per teacher pass; default: 16)")
-    p.add_argument("--rounds", type=int, default=8, help="measured interleaved rounds after one warm-up round (default: 8)")
+    p.add_argument("--rounds", type=int, default=16,
+                   help="measured interleaved rounds after one warm-up round (default: 16)")
     p.add_argument("--variant", action="append", default=[],
                    help="NAME:key=value,key=value (stage-2 config overrides); default: the config as it is")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, ratios that hold on a busy machine)")

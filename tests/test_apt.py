@@ -283,7 +283,7 @@ def test_penalised_d_pass_equals_two_separate_calls():
                                     previews=None)
     x, text = torch.randn(3, 4, 3, 4, 4), torch.randn(3, 5, 16)
     torch.manual_seed(7)
-    logits, r1 = stage._d_pass(x, text, penalty_weight=100.0, sigma=0.1)
+    logits, r1, reference = stage._d_pass(x, text, penalty_weight=100.0, sigma=0.1, keep_reference=True)
     torch.manual_seed(7)
     t, noise = stage._renoising(x)
     perturbed = losses.perturb(x, 0.1)
@@ -292,6 +292,65 @@ def test_penalised_d_pass_equals_two_separate_calls():
     torch.testing.assert_close(logits, want_logits, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(r1, losses.approximate_r1(want_logits, want_perturbed), rtol=1e-4, atol=1e-9)
     assert r1.item() > 0
+    # kept for the G step: the clean copy's re-noising and outputs
+    assert torch.equal(reference.t, t) and torch.equal(reference.noise, noise)
+    torch.testing.assert_close(reference.logits, want_logits, rtol=1e-5, atol=1e-6)
+    want_features = d(x, text, t=t, noise=noise, return_features=True)[1]
+    for got, want in zip(reference.features, want_features, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("step", [0, 1])  # 0: aR1 on (the real pass with its perturbed copy), 1: the fused pass
+def test_generator_step_takes_its_real_reference_from_the_d_step(step):
+    """adv.real_reference=discriminator_step: the G step runs D on G's samples only, re-noised as the D
+    step re-noised the real clips, and feature matching compares with D's real token states of that pass;
+    "fresh" runs a second, real pass in the G step."""
+    from apt.distributed import DistInfo
+
+    dist = DistInfo(0, 1, 0, torch.device("cpu"), "gloo")
+    x, text = torch.randn(3, 4, 3, 4, 4), torch.randn(3, 5, 16)
+    batch = {"latent": x, "text": text, "caption": ["a"] * 3}
+    for reference in ("fresh", "discriminator_step"):
+        cfg = load_config(APTConfig, TOY, [
+            "parallel.fsdp=false", "adv.probe_every=0", "adv.r1_every=2", "adv.share_generator_pass=true",
+            "adv.feature_matching_weight=1", "adv.feature_matching_every=1", f"adv.real_reference={reference}",
+            "train.micro_batch_size=3", "train.global_batch_size=3"])
+        stage = AdversarialPostTraining(cfg, dist, WanBackbone(tiny_transformer()),
+                                        WanBackbone(tiny_transformer(seed=1)), previews=None)
+        calls, d_logits = [], stage._d_logits
+
+        def recorded(x0, text, t, noise, return_features=False):
+            out = d_logits(x0, text, t, noise, return_features)
+            calls.append({"x0": x0.detach().clone(), "t": t, "noise": noise, "out": out,
+                          "g_step": not stage.d_trainable[0].requires_grad})
+            return out
+
+        stage._d_logits = recorded
+        torch.manual_seed(0)
+        m = stage.train_step(lambda: batch, step)
+        g_calls = [c for c in calls if c["g_step"]]
+        if reference == "fresh":
+            assert len(g_calls) == 2 and torch.equal(g_calls[1]["x0"], x)  # G's samples, then the reals
+            continue
+        assert len(g_calls) == 1 and not torch.equal(g_calls[0]["x0"], x)
+        # the D step's pass holding the real clips: [fake, real] fused, or [real, perturbed real] with aR1
+        (d_call,) = [c for c in calls if not c["g_step"] and len(c["x0"]) == 6]
+        rows = slice(0, 3) if step == 0 else slice(3, 6)
+        assert torch.equal(d_call["x0"][rows], x)
+        assert torch.equal(g_calls[0]["t"], d_call["t"][rows])
+        assert torch.equal(g_calls[0]["noise"], d_call["noise"][rows])
+        want = losses.feature_matching([f[rows] for f in d_call["out"][1]], g_calls[0]["out"][1])
+        assert m["feature_matching"] == pytest.approx(want.item(), rel=1e-6) and want.item() > 0
+
+
+def test_real_reference_from_the_d_step_needs_the_shared_generator_pass():
+    with pytest.raises(ConfigError, match="adv.share_generator_pass=true"):
+        load_config(APTConfig, TOY, ["adv.real_reference=discriminator_step", "adv.share_generator_pass=false"])
+    # without feature matching or the relativistic loss there is no real reference to take
+    load_config(APTConfig, TOY, ["adv.real_reference=discriminator_step", "adv.share_generator_pass=false",
+                                 "adv.feature_matching_weight=0"])
+    with pytest.raises(ConfigError, match="adv.real_reference"):
+        load_config(APTConfig, TOY, ["adv.real_reference=stale"])
 
 
 @pytest.mark.slow

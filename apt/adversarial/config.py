@@ -47,6 +47,11 @@ class AdversarialConfig:
     feature_matching_weight: float = 0.0  # SeedVR2-style L1 on D's tapped features, added to L_G; 0 = off
     # lazy feature matching: on one G step in k, weighted by k (its real reference pass costs a D forward)
     feature_matching_every: int = 1
+    # where the G step's real reference (feature matching's real features; the relativistic loss's real
+    # logits) comes from: "fresh" = its own no-grad D pass on the real clips at G's re-noising, after D's
+    # update; "discriminator_step" = the D step's real pass of the same update (D one update older), G's
+    # samples then re-noised at that pass's t and noise: no extra D pass (needs share_generator_pass)
+    real_reference: str = "fresh"
     loss: str = "nonsaturating"  # or "relativistic" (APT2's pairing loss)
     # real clips paired with another clip's caption as extra negatives for D, this weight on
     # softplus(D(x, c_wrong)) (GAN-CLS; the paper: it did not fix text alignment at its scale); 0 = off
@@ -115,6 +120,14 @@ class AdversarialConfig:
             raise ConfigError(f"adv.feature_matching_weight must be >= 0, got {self.feature_matching_weight}")
         if not 0.0 <= self.ema_decay < 1.0 or not 0.0 < self.beta2 < 1.0:
             raise ConfigError("adv.ema_decay must be in [0, 1) and adv.beta2 in (0, 1)")
+        if self.real_reference not in ("fresh", "discriminator_step"):
+            raise ConfigError(f"adv.real_reference must be 'fresh' or 'discriminator_step', "
+                              f"got {self.real_reference!r}")
+        needs_reference = self.feature_matching_weight > 0 or self.loss == "relativistic"
+        if self.real_reference == "discriminator_step" and needs_reference and not self.share_generator_pass:
+            raise ConfigError("adv.real_reference=discriminator_step reuses the D step's pass on the update's real "
+                              "clips: it needs adv.share_generator_pass=true (both halves on the same batch), "
+                              "or adv.real_reference=fresh")
         if self.optimizer not in ("adam", "rmsprop"):
             raise ConfigError(f"adv.optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
         if self.mismatch_weight < 0:

@@ -7,7 +7,8 @@
 Adam with beta1 0 (the paper's "RMSProp") for both, no weight decay, no gradient clipping. Optional
 (off by default): APT2's relativistic loss and approximate R2, SeedVR2's feature matching
 (apt/adversarial/losses.py), mismatched-caption negatives, spliced-clip negatives, a first-frame
-(image) term, D judging G's samples re-encoded through the VAE, lazy approximate R1.
+(image) term, D judging G's samples re-encoded through the VAE, lazy approximate R1, the G step's
+real reference taken from the D step's real pass (adv.real_reference).
 
 Logged besides the losses: the real-minus-fake logit margin, a running real-vs-fake AUC (what D
 ranks, which its accuracy at threshold 0 hides when all logits move together) and, on a fixed held
@@ -16,10 +17,11 @@ batch, how well D tells a clip's own caption from another clip's (caption_auc).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -77,6 +79,22 @@ def splice_frames(latents: torch.Tensor) -> torch.Tensor:
     if latents.shape[2] < 2:
         raise ValueError("splicing needs at least two latent frames")
     return torch.cat([latents[:, :, :1], latents.roll(1, 0)[:, :, 1:]], 2)
+
+
+@dataclass
+class RealReference:
+    """The D step's pass on one micro-batch's real clips, kept for the G step (adv.real_reference):
+    the re-noising it drew and D's outputs there, detached."""
+
+    t: torch.Tensor
+    noise: torch.Tensor
+    logits: torch.Tensor
+    features: list[torch.Tensor]
+
+    @classmethod
+    def of(cls, t: torch.Tensor, noise: torch.Tensor, logits: torch.Tensor, features: list[torch.Tensor]):
+        # copies: a view of the real half would keep the whole pass's token states alive through the G step
+        return cls(t, noise, logits.detach(), [f.detach().clone() for f in features])
 
 
 class AdversarialPostTraining:
@@ -165,18 +183,24 @@ class AdversarialPostTraining:
         """One re-noising (t ~ shift(U(0,1), d_shift) per sample, noise) for D calls that must share it."""
         return flow.sample_timesteps(x.shape[0], self.cfg.adv.d_shift).to(x.device), torch.randn_like(x)
 
-    def _d_pass(self, x0: torch.Tensor, text: torch.Tensor, penalty_weight: float, sigma: float):
+    def _d_pass(self, x0: torch.Tensor, text: torch.Tensor, penalty_weight: float, sigma: float,
+                keep_reference: bool = False):
         """D logits at a fresh re-noising, and the approximate R1/R2 penalty for a sigma-perturbed
-        copy at the SAME t and noise (so only sigma * n differs); the penalty is None when off."""
+        copy at the SAME t and noise (so only sigma * n differs); the penalty is None when off. Third,
+        with keep_reference, the pass as a RealReference for the G step (else None)."""
         t, noise = self._renoising(x0)
         if penalty_weight <= 0:
-            return self._d_logits(x0, text, t, noise), None
+            out = self._d_logits(x0, text, t, noise, return_features=keep_reference)
+            if not keep_reference:
+                return out, None, None
+            return out[0], None, RealReference.of(t, noise, *out)
         # Both copies in one call: the same activation memory as two calls, but one pass's
         # per-layer overhead and FSDP collectives instead of two.
         both = self._d_logits(torch.cat([x0, losses.perturb(x0, sigma)]), torch.cat([text, text]),
-                              torch.cat([t, t]), torch.cat([noise, noise]))
-        logits, perturbed = both.chunk(2)
-        return logits, losses.approximate_r1(logits, perturbed)
+                              torch.cat([t, t]), torch.cat([noise, noise]), return_features=keep_reference)
+        logits, perturbed = (both[0] if keep_reference else both).chunk(2)
+        reference = RealReference.of(t, noise, logits, [f.chunk(2)[0] for f in both[1]]) if keep_reference else None
+        return logits, losses.approximate_r1(logits, perturbed), reference
 
     def _d_loss(self, real_logits, fake_logits):
         if self.cfg.adv.loss == "relativistic":
@@ -196,8 +220,9 @@ class AdversarialPostTraining:
             # backpropagates through them after D's update (G does not change in between, so they are
             # exactly what a second forward would give). Costs G's activations through the D step.
             shared = list(self._micro_batches(next_batch, grad=True))
-            self._discriminator_step([(x, text, caption, fake.detach()) for x, text, caption, fake in shared], step, m)
-            self._generator_step(shared, step, m)
+            detached = [(x, text, caption, fake.detach()) for x, text, caption, fake in shared]
+            references = self._discriminator_step(detached, step, m)
+            self._generator_step(shared, step, m, references)
         else:  # one micro-batch at a time, each half drawing its own data
             self._discriminator_step(self._micro_batches(next_batch, grad=False), step, m)
             self._generator_step(self._micro_batches(next_batch, grad=True), step, m)
@@ -244,8 +269,13 @@ class AdversarialPostTraining:
         """Accumulate a metric as its mean over the update's micro-batches."""
         m[key] = m.get(key, 0.0) + float(value) / self.accum
 
-    def _discriminator_step(self, micro_batches, step: int, m: dict[str, float]) -> None:
+    def _discriminator_step(self, micro_batches, step: int, m: dict[str, float]) -> list[RealReference | None]:
+        """D's update; returns, per micro-batch, its real pass as the G step's reference where
+        adv.real_reference=discriminator_step and this update's G step needs one (else None)."""
         adv = self.cfg.adv
+        matching = lazy_weight(adv.feature_matching_weight, adv.feature_matching_every, step) > 0
+        keep = adv.real_reference == "discriminator_step" and (adv.loss == "relativistic" or matching)
+        references = []
         # The non-saturating L_D is a sum of a real and a fake half: backpropagating the fake half
         # (with its aR2) before the real pass keeps two D passes' activations alive, not three or four.
         separable = adv.loss == "nonsaturating"
@@ -273,22 +303,25 @@ class AdversarialPostTraining:
                 self._add(m, "d_temporal_negative", logits.mean().item())
             if fused:
                 (t_fake, n_fake), (t_real, n_real) = self._renoising(fake), self._renoising(x)
-                fake_logits, real_logits = self._d_logits(
-                    torch.cat([fake, x]), torch.cat([text, text]), torch.cat([t_fake, t_real]),
-                    torch.cat([n_fake, n_real])).chunk(2)
+                out = self._d_logits(torch.cat([fake, x]), torch.cat([text, text]), torch.cat([t_fake, t_real]),
+                                     torch.cat([n_fake, n_real]), return_features=keep)
+                fake_logits, real_logits = (out[0] if keep else out).chunk(2)
+                reference = (RealReference.of(t_real, n_real, real_logits, [f.chunk(2)[1] for f in out[1]])
+                             if keep else None)
                 r1 = r2 = None
                 loss_d = self._d_loss(real_logits, fake_logits)
                 (loss_d / self.accum).backward()
             else:
-                fake_logits, r2 = self._d_pass(fake, text, adv.r2_weight, adv.r2_sigma)
+                fake_logits, r2, _ = self._d_pass(fake, text, adv.r2_weight, adv.r2_sigma)
                 r2_term = adv.r2_weight * r2 if r2 is not None else 0.0
                 if separable:
                     ((losses.d_loss_fake(fake_logits) + r2_term) / self.accum).backward()
                     fake_logits, r2_term = fake_logits.detach(), 0.0
-                real_logits, r1 = self._d_pass(x, text, r1_weight, adv.r1_sigma)
+                real_logits, r1, reference = self._d_pass(x, text, r1_weight, adv.r1_sigma, keep_reference=keep)
                 loss_d = self._d_loss(real_logits, fake_logits)
                 total = loss_d + r2_term + (r1_weight * r1 if r1 is not None else 0.0)
                 (total / self.accum).backward()
+            references.append(reference)
             if adv.first_frame_weight > 0:  # the first latent frames alone, as images
                 self._first_frame_d_step(x, text, fake, r1_weight, m)
             for key, value in (("aR1", r1), ("aR2", r2)):
@@ -303,19 +336,22 @@ class AdversarialPostTraining:
             self.logit_window["fake"].extend(fake_logits.detach().float().cpu().tolist())
         m["d_grad_norm"] = grad_norm(self.discriminator.parameters())
         self.opt_d.step()
+        return references
 
     def _first_frame_d_step(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, r1_weight: float,
                             m: dict[str, float]) -> None:
         """L_D on the clips' first latent frames (real against G's), with approximate R1 on the real ones when
         this step has it; backpropagated here, weighted by adv.first_frame_weight."""
         adv = self.cfg.adv
-        fake_logits, _ = self._d_pass(fake[:, :, :1], text, 0.0, adv.r1_sigma)
-        real_logits, r1 = self._d_pass(x[:, :, :1], text, r1_weight, adv.r1_sigma)
+        fake_logits, _, _ = self._d_pass(fake[:, :, :1], text, 0.0, adv.r1_sigma)
+        real_logits, r1, _ = self._d_pass(x[:, :, :1], text, r1_weight, adv.r1_sigma)
         loss = self._d_loss(real_logits, fake_logits) + (r1_weight * r1 if r1 is not None else 0.0)
         (adv.first_frame_weight * loss / self.accum).backward()
         self._add(m, "d_first_frame_margin", (real_logits.mean() - fake_logits.mean()).item())
 
-    def _generator_step(self, micro_batches, step: int, m: dict[str, float]) -> None:
+    def _generator_step(self, micro_batches, step: int, m: dict[str, float],
+                        references: list[RealReference | None] | None = None) -> None:
+        """G's update; references: the D step's real passes, one per micro-batch, or None (fresh ones)."""
         adv = self.cfg.adv
         distill = lazy_weight(adv.distill_weight, adv.distill_every, step)
         matching = lazy_weight(adv.feature_matching_weight, adv.feature_matching_every, step)
@@ -323,9 +359,9 @@ class AdversarialPostTraining:
         # D's weights are not updated here: no weight gradients for them (nor their reduce-scatter),
         # only the gradient through D to G's samples.
         with _frozen(self.d_trainable):
-            for x, text, captions, fake in micro_batches:
+            for (x, text, captions, fake), reference in zip(micro_batches, references or itertools.repeat(None)):
                 if self.rewards is None:
-                    loss = self._adversarial_loss(x, text, fake, m, matching)
+                    loss = self._adversarial_loss(x, text, fake, m, matching, reference)
                     if distill:
                         loss = loss + distill * self._distill_loss(fake, text, m)
                     (loss / self.accum).backward()
@@ -334,7 +370,8 @@ class AdversarialPostTraining:
                 # on its own (D's activations and the decoder's never coexist), then G's backward runs once.
                 sample = fake.detach().requires_grad_(True)
                 if adv.adversarial_weight:
-                    (adv.adversarial_weight * self._adversarial_loss(x, text, sample, m, matching)).backward()
+                    adversarial = self._adversarial_loss(x, text, sample, m, matching, reference)
+                    (adv.adversarial_weight * adversarial).backward()
                 if distill:
                     (distill * self._distill_loss(sample, text, m)).backward()
                 (-self._reward(sample, captions, m)).backward()
@@ -342,9 +379,15 @@ class AdversarialPostTraining:
         m["g_grad_norm"] = grad_norm(self.generator.parameters())
         self.opt_g.step()
 
-    def _generator_logits(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, features: bool = False):
+    def _generator_logits(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, features: bool = False,
+                          reference: RealReference | None = None):
         """D on G's samples at a fresh re-noising and, where the relativistic loss or feature matching
-        needs it, on the real clips at the same t and noise as a reference only (no gradient; else None)."""
+        needs it, on the real clips at the same t and noise as a reference only (no gradient; else None).
+        Given the D step's reference, G's samples are re-noised as its real clips were and D's outputs
+        there stand in for the real pass."""
+        if reference is not None:
+            fake_out = self._d_logits(fake, text, reference.t, reference.noise, return_features=features)
+            return fake_out, (reference.logits, reference.features) if features else reference.logits
         t, noise = self._renoising(x)
         fake_out = self._d_logits(fake, text, t, noise, return_features=features)
         real_out = None
@@ -354,12 +397,13 @@ class AdversarialPostTraining:
         return fake_out, real_out
 
     def _adversarial_loss(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, m: dict,
-                          matching_weight: float = 0.0) -> torch.Tensor:
-        """L_G for G's samples `fake` (plus matching_weight x feature matching where > 0), logged into m."""
+                          matching_weight: float = 0.0, reference: RealReference | None = None) -> torch.Tensor:
+        """L_G for G's samples `fake` (plus matching_weight x feature matching where > 0), logged into m;
+        reference: the D step's real pass (adv.real_reference), or None for a fresh one."""
         adv = self.cfg.adv
         matching = matching_weight > 0
         fake = self._shown(fake)
-        fake_out, real_out = self._generator_logits(x, text, fake, matching)
+        fake_out, real_out = self._generator_logits(x, text, fake, matching, reference)
         fake_logits, real_logits = (fake_out[0], real_out[0]) if matching else (fake_out, real_out)
         loss_g = self._g_loss(real_logits, fake_logits)
         self._add(m, "g_loss", loss_g.item())
