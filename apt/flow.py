@@ -66,9 +66,13 @@ def timestep_grid(steps: int, s: float = 1.0) -> torch.Tensor:
 
 def guided_velocity(velocity_fn: VelocityFn, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
                     negative_text: torch.Tensor | None, scale: float) -> torch.Tensor:
-    """Classifier-free guidance: v_neg + scale * (v_pos - v_neg), both halves in one batch."""
-    if negative_text is None or scale == 1.0:
+    """Classifier-free guidance: v_neg + scale * (v_pos - v_neg), both halves in one batch; scale 1 is
+    the conditional velocity alone. Every guided sampler goes through here, so a missing negative
+    prompt fails here rather than silently sampling without guidance."""
+    if scale == 1.0:
         return velocity_fn(x_t, t, text)
+    if negative_text is None:
+        raise ValueError("classifier-free guidance needs negative_text (the embedded negative prompt)")
     v = velocity_fn(torch.cat([x_t, x_t]), torch.cat([t, t]), torch.cat([text, negative_text]))
     v_pos, v_neg = v.chunk(2)
     return v_neg + scale * (v_pos - v_neg)
@@ -81,8 +85,6 @@ def euler_sample_from(velocity_fn: VelocityFn, x_t: torch.Tensor, t: torch.Tenso
     grid t, t (k-1)/k, ..., 0). One step is the x0 prediction x_t - t v(x_t, t)."""
     if steps < 1:
         raise ValueError(f"need at least one sampling step, got {steps}")
-    if guidance_scale != 1.0 and negative_text is None:
-        raise ValueError("classifier-free guidance needs negative_text (the embedded negative prompt)")
     x = x_t
     for k in range(steps, 0, -1):
         t_cur, t_next = t * k / steps, t * (k - 1) / steps
@@ -99,8 +101,6 @@ def euler_sample(velocity_fn: VelocityFn, noise: torch.Tensor, text: torch.Tenso
 
     One step from pure noise is x0 = z - v(z, 1): the one-step generator's formula.
     """
-    if guidance_scale != 1.0 and negative_text is None:
-        raise ValueError("classifier-free guidance needs negative_text (the embedded negative prompt)")
     grid = timestep_grid(steps, shift_s).tolist()
     x = noise
     for t_cur, t_next in zip(grid[:-1], grid[1:]):

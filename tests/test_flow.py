@@ -86,6 +86,11 @@ def test_classifier_free_guidance_combination_and_negative_prompt():
     assert torch.allclose(out, x - (0.5 + 3.0 * 1.5))
     with pytest.raises(ValueError, match="negative"):
         flow.euler_sample(field, x, pos, steps=2, guidance_scale=3.0)
+    # any guided caller (stage 1's teacher ODE step too) fails without the negative prompt, instead of
+    # sampling without guidance; scale 1 needs none
+    with pytest.raises(ValueError, match="negative_text"):
+        flow.guided_velocity(field, x, torch.ones(2), pos, None, scale=7.5)
+    assert torch.equal(flow.guided_velocity(field, x, torch.ones(2), pos, None, scale=1.0), field(x, None, pos))
 
 
 def test_euler_sample_from_per_sample_times():

@@ -84,7 +84,9 @@ def splice_frames(latents: torch.Tensor) -> torch.Tensor:
 @dataclass
 class RealReference:
     """The D step's pass on one micro-batch's real clips, kept for the G step (adv.real_reference):
-    the re-noising it drew and D's outputs there, detached."""
+    the re-noising it drew and D's outputs there, detached. features: per tap, the batch mean of the
+    token states (1, N, D) in float32, all that feature matching reads, so that B clips' token states
+    are not held through the G step."""
 
     t: torch.Tensor
     noise: torch.Tensor
@@ -93,8 +95,7 @@ class RealReference:
 
     @classmethod
     def of(cls, t: torch.Tensor, noise: torch.Tensor, logits: torch.Tensor, features: list[torch.Tensor]):
-        # copies: a view of the real half would keep the whole pass's token states alive through the G step
-        return cls(t, noise, logits.detach(), [f.detach().clone() for f in features])
+        return cls(t, noise, logits.detach(), [f.detach().float().mean(0, keepdim=True) for f in features])
 
 
 class AdversarialPostTraining:
