@@ -94,8 +94,12 @@ class RealReference:
     features: list[torch.Tensor]
 
     @classmethod
-    def of(cls, t: torch.Tensor, noise: torch.Tensor, logits: torch.Tensor, features: list[torch.Tensor]):
-        return cls(t, noise, logits.detach(), [f.detach().float().mean(0, keepdim=True) for f in features])
+    def of(cls, t: torch.Tensor, noise: torch.Tensor, logits: torch.Tensor, features: list[torch.Tensor],
+           part: int = 0, parts: int = 1):
+        """From a D call whose batch stacked `parts` equal groups of clips (the real clips are group
+        `part`): logits are the real clips' already, features still the whole call's."""
+        return cls(t, noise, logits.detach(),
+                   [f.chunk(parts)[part].detach().float().mean(0, keepdim=True) for f in features])
 
 
 class AdversarialPostTraining:
@@ -200,7 +204,7 @@ class AdversarialPostTraining:
         both = self._d_logits(torch.cat([x0, losses.perturb(x0, sigma)]), torch.cat([text, text]),
                               torch.cat([t, t]), torch.cat([noise, noise]), return_features=keep_reference)
         logits, perturbed = (both[0] if keep_reference else both).chunk(2)
-        reference = RealReference.of(t, noise, logits, [f.chunk(2)[0] for f in both[1]]) if keep_reference else None
+        reference = RealReference.of(t, noise, logits, both[1], part=0, parts=2) if keep_reference else None
         return logits, losses.approximate_r1(logits, perturbed), reference
 
     def _d_loss(self, real_logits, fake_logits):
@@ -307,8 +311,7 @@ class AdversarialPostTraining:
                 out = self._d_logits(torch.cat([fake, x]), torch.cat([text, text]), torch.cat([t_fake, t_real]),
                                      torch.cat([n_fake, n_real]), return_features=keep)
                 fake_logits, real_logits = (out[0] if keep else out).chunk(2)
-                reference = (RealReference.of(t_real, n_real, real_logits, [f.chunk(2)[1] for f in out[1]])
-                             if keep else None)
+                reference = RealReference.of(t_real, n_real, real_logits, out[1], part=1, parts=2) if keep else None
                 r1 = r2 = None
                 loss_d = self._d_loss(real_logits, fake_logits)
                 (loss_d / self.accum).backward()
