@@ -110,6 +110,10 @@ class DataConfig:
     num_clips: int = 4096  # toy only
     seed: int = 0  # toy only
     cache_dir: str = ""  # toy only: "" = $APT_CACHE_DIR or ~/.cache/seaweed-apt
+    # toy only: real latents refined through the frozen VAE decoder (VideoVAE.refine: Adam steps on the
+    # decode's pixel error from the encoder's latent), so that they decode as sharp as the clips; 0 = off
+    refine_steps: int = 0
+    refine_lr: float = 0.08
 
     def validate(self):
         if self.source not in ("toy", "shards"):
@@ -123,6 +127,12 @@ class DataConfig:
                 raise ConfigError(f"data.{key} must be >= 0 (0 = any), got {getattr(self, key)}")
         if self.num_clips < 1:
             raise ConfigError(f"data.num_clips must be positive, got {self.num_clips}")
+        if self.refine_steps < 0 or self.refine_lr <= 0:
+            raise ConfigError(f"data.refine_steps must be >= 0 and data.refine_lr > 0, got {self.refine_steps} "
+                              f"and {self.refine_lr}")
+        if self.refine_steps and self.source != "toy":
+            raise ConfigError("data.refine_steps refines the toy world's latents; a shard set holds latents only "
+                              "(no clips to refine them against): set data.refine_steps=0")
 
 
 @dataclass

@@ -119,8 +119,14 @@ def model_dir_of(step_dir: str | Path) -> Path | None:
     return resolve_model_dir(path) if path else None
 
 
+# The trained weights behind a checkpoint's EMA: stage 2's generator, stage 1's student.
+RAW_MODEL_NAMES = ("generator", "student")
+
+
 def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, name: str = "ema"):
     """A stage-1/2 checkpoint's generator (EMA by default) as a plain, unsharded float32 OneStepGenerator.
+    name: a model the checkpoint holds, or 'raw' for its trained weights without the EMA (whichever of
+    RAW_MODEL_NAMES it holds).
 
     `checkpoint` is a step or run directory; the architecture comes from the teacher folder the run
     started from (`model_dir`, by default the run's config.yaml model.path). An export folder (apt-export,
@@ -133,9 +139,14 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
     from apt.model_folder import is_one_step
 
     if is_one_step(checkpoint):
+        if name == "raw":
+            raise ValueError(f"{checkpoint} is an export: it holds one set of weights (its manifest names which); "
+                             "give the run or step folder it was exported from for its weights without the EMA")
         return OneStepGenerator(WanBackbone.from_pretrained(checkpoint).float().eval().requires_grad_(False))
     path = resolve_checkpoint(checkpoint)
     names = checkpoint_model_names(path)
+    if name == "raw":
+        name = next((n for n in RAW_MODEL_NAMES if n in names), name)
     if name not in names:
         raise ValueError(f"checkpoint {path} holds no model {name!r}; it holds {', '.join(sorted(names))}")
     if model_dir is None:

@@ -24,11 +24,15 @@ def _script_main():
 
 
 def test_model_specs_from_cli_arguments():
-    specs = model_specs(25, ["cd=runs/a", "apt=runs/b"], ["apt"])
-    assert [s.name for s in specs] == ["real data", "real data, VAE round trip", "teacher 25-step", "cd 1-step", "apt 1-step", "apt 2-step"]
-    assert specs[-1].steps == 2 and str(specs[-1].run_dir) == "runs/b"
+    specs = model_specs(25, ["cd=runs/a", "apt=runs/b"], ["apt"], raw=["apt"])
+    assert [s.name for s in specs] == ["real data", "real data, VAE round trip", "teacher 25-step", "cd 1-step",
+                                       "apt 1-step", "apt 2-step", "apt 1-step, no EMA"]
+    assert specs[-2].steps == 2 and str(specs[-2].run_dir) == "runs/b" and specs[-2].weights == "ema"
+    assert specs[-1].steps == 1 and str(specs[-1].run_dir) == "runs/b" and specs[-1].weights == "raw"
     with pytest.raises(ValueError, match="names no --run"):
         model_specs(25, ["cd=runs/a"], ["apt"])
+    with pytest.raises(ValueError, match="--raw 'apt' names no --run"):
+        model_specs(25, ["cd=runs/a"], raw=["apt"])
     with pytest.raises(ValueError, match="name=run_dir"):
         model_specs(25, ["runs/a"])
 
@@ -77,7 +81,7 @@ def test_generator_two_step_is_deterministic(monkeypatch):
     comps = load_components(TOY_MODEL_DIR)
     # the teacher as a (poor) one-step generator: no training checkpoint needed to test the sampling path
     monkeypatch.setattr(apt.run_folder, "load_generator",
-                        lambda run_dir, model_dir: OneStepGenerator(comps.transformer))
+                        lambda run_dir, model_dir, weights: OneStepGenerator(comps.transformer))
     requests = check_prompts(3, seed=2, held_out=True)
     clips = {}
     for steps in (1, 2, 2):

@@ -149,3 +149,23 @@ def test_an_export_travels_where_a_checkpoint_does(tiny_run_dir, tiny_model_dir,
     teacher = WanBackbone.from_pretrained(tiny_model_dir)
     init = initial_generator(str(out), teacher).state_dict()
     assert all(torch.equal(init[k], ref[k]) for k in ref)
+
+
+def test_raw_weights_are_the_trained_model_behind_the_ema(tiny_run_dir, tiny_model_dir, tmp_path):
+    """name='raw' (apt-evaluate --raw) loads stage 1's student (stage 2's generator where a checkpoint
+    holds one), not its EMA; an export holds one set of weights, so it refuses, naming why."""
+    from tiny import write_tiny_run
+
+    raw = load_generator_from_checkpoint(tiny_run_dir, tiny_model_dir, "raw").backbone.state_dict()
+    student = load_generator_from_checkpoint(tiny_run_dir, tiny_model_dir, "student").backbone.state_dict()
+    ema = load_generator_from_checkpoint(tiny_run_dir, tiny_model_dir).backbone.state_dict()
+    assert all(torch.equal(raw[k], student[k]) for k in student)
+    assert not all(torch.equal(raw[k], ema[k]) for k in ema)
+    stage2 = tmp_path / "stage2"
+    write_tiny_run(stage2, tiny_model_dir, names=("ema", "generator", "discriminator"), seed=1)
+    raw = load_generator_from_checkpoint(stage2, tiny_model_dir, "raw").backbone.state_dict()
+    generator = load_generator_from_checkpoint(stage2, tiny_model_dir, "generator").backbone.state_dict()
+    assert all(torch.equal(raw[k], generator[k]) for k in generator)
+    out = export_checkpoint(tiny_run_dir, tmp_path / "export", dtype="fp32")
+    with pytest.raises(ValueError, match="is an export"):
+        load_generator_from_checkpoint(out, None, "raw")

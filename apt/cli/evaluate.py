@@ -28,7 +28,11 @@ class EvaluateConfig:
     runs: list[str] = option(help="NAME=RUN_DIR: that run's latest EMA in one step (a step folder works too); "
                                   "repeat for several", flag="--run", default_factory=list)
     two_step: list[str] = option(help="a --run NAME to evaluate in 2 steps as well", default_factory=list)
+    raw: list[str] = option(help="a --run NAME whose trained weights are evaluated without the EMA as well "
+                                 "(1 step; the run's checkpoint, not an export)", default_factory=list)
     real: bool = option(True, "the real-data reference rows (--no-real leaves them out)")
+    refine_steps: int = option(0, "a reference row more: the real clips through latents refined in this many "
+                                  "decoder steps (stage 2's data.refine_steps, at its default lr)")
     n: int = option(96, "prompts (held-out combinations)")
     seed: int = option(0, "prompt and noise seed")
     batch_size: int = option(16, "clips per generation call")
@@ -39,9 +43,9 @@ class EvaluateConfig:
     out: str = option("outputs/eval", "folder for table.md, metrics.json and grid.png")
 
     def validate(self):
-        if self.n < 2 or self.batch_size < 1 or self.teacher_steps < 0:
+        if self.n < 2 or self.batch_size < 1 or self.teacher_steps < 0 or self.refine_steps < 0:
             raise ConfigError("n must be >= 2 (a Frechet distance needs two clips), batch_size >= 1, "
-                              "teacher_steps >= 0")
+                              "teacher_steps >= 0, refine_steps >= 0")
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -51,7 +55,8 @@ def evaluate(cfg: EvaluateConfig) -> dict:
 
     set_cpu_threads()
     model_dir = resolve_model_dir(cfg.model)
-    specs = model_specs(cfg.teacher_steps, cfg.runs, cfg.two_step, real=cfg.real, guidance_scale=cfg.cfg)
+    specs = model_specs(cfg.teacher_steps, cfg.runs, cfg.two_step, real=cfg.real, guidance_scale=cfg.cfg,
+                        raw=cfg.raw, refine_steps=cfg.refine_steps)
     results, videos, requests = evaluate_models(specs, model_dir, cfg.n, cfg.seed, cfg.batch_size,
                                                 decoder=cfg.decoder, fast_decoder=cfg.fast_decoder)
     table = markdown_table(results)

@@ -55,34 +55,82 @@ def encode_toy_clips(components, dataset: MovingDigits, batch_size: int = 32, de
     return torch.cat(latents), table, torch.tensor([row[c] for c in captions]), captions
 
 
+def _load_cache(path: Path) -> LatentDataset | None:
+    if not path.exists():
+        return None
+    blob = load_file(str(path))
+    captions = json.loads(path.with_suffix(".json").read_text())
+    return LatentDataset(blob["latents"], blob["text_table"], blob["rows"], captions)
+
+
+def _save_cache(path: Path, data: LatentDataset) -> None:
+    """Written atomically: a crash leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    path.with_suffix(".json").write_text(json.dumps(data.captions))
+    save_file({"latents": data.latents.contiguous(), "text_table": data.text_table.contiguous(), "rows": data.rows},
+              str(tmp))
+    tmp.replace(path)
+
+
 def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, frames: int, split: str = "train",
                        cache_dir: Path | None = None, show_progress: bool = True) -> LatentDataset:
-    """Encode (or load from cache) num_clips toy clips. Written atomically: a crash leaves no half file."""
+    """Encode (or load from cache) num_clips toy clips."""
     cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
     key = _cache_key(model_dir, num_clips=num_clips, seed=seed, frames=frames, split=split)
     path = cache_dir / f"toy-latents-{key}.safetensors"
-    if path.exists():
-        blob = load_file(str(path))
-        captions = json.loads(path.with_suffix(".json").read_text())
-        return LatentDataset(blob["latents"], blob["text_table"], blob["rows"], captions)
-    data = MovingDigits(split, num_clips, seed, ToyWorldConfig(frames=frames))
-    latents, table, rows, captions = encode_toy_clips(components, data, show_progress=show_progress)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    path.with_suffix(".json").write_text(json.dumps(captions))
-    save_file({"latents": latents.contiguous(), "text_table": table.contiguous(), "rows": rows}, str(tmp))
-    tmp.replace(path)
-    return LatentDataset(latents, table, rows, captions)
+    data = _load_cache(path)
+    if data is None:
+        clips = MovingDigits(split, num_clips, seed, ToyWorldConfig(frames=frames))
+        data = LatentDataset(*encode_toy_clips(components, clips, show_progress=show_progress))
+        _save_cache(path, data)
+    return data
+
+
+def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, steps: int, lr: float, rank: int = 0,
+                       world_size: int = 1, batch_size: int = 32, show_progress: bool = True) -> torch.Tensor:
+    """data's latents refined through the decoder against their clips (VideoVAE.refine). Each rank refines
+    a contiguous share and the shares are gathered: every rank returns all N latents."""
+    n = len(data)
+    lo, hi = rank * n // world_size, (rank + 1) * n // world_size
+    share = []
+    for start in tqdm(range(lo, hi, batch_size), desc=f"refine toy latents ({steps} decoder steps)",
+                      dynamic_ncols=True, disable=not show_progress):
+        stop = min(start + batch_size, hi)
+        share.append(components.vae.refine(torch.stack([clips[i]["video"] for i in range(start, stop)]), steps, lr))
+    share = torch.cat(share) if share else data.latents[:0]
+    if world_size == 1:
+        return share
+    shares = [None] * world_size
+    torch.distributed.all_gather_object(shares, share)
+    return torch.cat(shares)
 
 
 def toy_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentDataset:
-    """data.source=toy: rank 0 encodes the toy world (once, cached), then the other ranks read the cache."""
-    kwargs = dict(num_clips=data_cfg.num_clips, seed=data_cfg.seed, frames=data_cfg.frames,
-                  cache_dir=data_cfg.cache_dir or None)
+    """data.source=toy: rank 0 encodes the toy world (once, cached), then the other ranks read the cache.
+    With data.refine_steps, the ranks then refine the latents together (once, cached under its own key)."""
+    params = dict(num_clips=data_cfg.num_clips, seed=data_cfg.seed, frames=data_cfg.frames)
+    cache_dir = Path(data_cfg.cache_dir or default_cache_dir()).expanduser()
     if dist.rank == 0:
-        data = toy_latent_dataset(components, model_dir, **kwargs)
+        data = toy_latent_dataset(components, model_dir, cache_dir=cache_dir, **params)
     if dist.world_size > 1:
         torch.distributed.barrier()
     if dist.rank != 0:
-        data = toy_latent_dataset(components, model_dir, show_progress=False, **kwargs)
-    return data
+        data = toy_latent_dataset(components, model_dir, cache_dir=cache_dir, show_progress=False, **params)
+    if not data_cfg.refine_steps:
+        return data
+    key = _cache_key(model_dir, split="train", refine_steps=data_cfg.refine_steps, refine_lr=data_cfg.refine_lr,
+                     **params)
+    path = cache_dir / f"toy-latents-{key}.safetensors"
+    found = [path.exists()]
+    if dist.world_size > 1:  # every rank must take the same branch: rank 0's look decides
+        torch.distributed.broadcast_object_list(found, src=0)
+    if found[0]:
+        return _load_cache(path)
+    clips = MovingDigits("train", data_cfg.num_clips, data_cfg.seed, ToyWorldConfig(frames=data_cfg.frames))
+    latents = refine_toy_latents(data, components, clips, data_cfg.refine_steps, data_cfg.refine_lr, dist.rank,
+                                 dist.world_size, show_progress=dist.rank == 0)
+    refined = LatentDataset(latents, data.text_table, data.rows, data.captions)
+    if dist.rank == 0:
+        _save_cache(path, refined)
+    return refined

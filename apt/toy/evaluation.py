@@ -108,18 +108,27 @@ class ModelSpec:
     steps: int = 1
     run_dir: Path | None = None
     guidance_scale: float = 5.0
+    weights: str = "ema"  # a generator's: its EMA, or 'raw' (the trained weights behind it)
+    refine_steps: int = 0  # 'vae': the clips' latents refined through the decoder (VideoVAE.refine) first
 
     def __post_init__(self):
         if self.kind not in ("teacher", "generator", "real", "vae"):
             raise ValueError(f"model kind must be teacher, generator, real or vae, got {self.kind!r}")
         if self.kind == "generator" and (self.run_dir is None or self.steps not in (1, 2)):
             raise ValueError(f"{self.name}: a generator needs a run folder and 1 or 2 steps")
+        if self.weights not in ("ema", "raw"):
+            raise ValueError(f"{self.name}: weights must be ema or raw, got {self.weights!r}")
 
 
 def model_specs(teacher_steps: int | None, runs: list[str], two_step: list[str] = (), real: bool = True,
-                guidance_scale: float = 5.0) -> list[ModelSpec]:
-    """Rows in table order from CLI-style arguments: runs are 'name=run_dir', two_step names some of them."""
+                guidance_scale: float = 5.0, raw: list[str] = (), refine_steps: int = 0) -> list[ModelSpec]:
+    """Rows in table order from CLI-style arguments: runs are 'name=run_dir', two_step and raw name some
+    of them (raw: that run's trained weights without the EMA, in one step); refine_steps > 0 adds a
+    reference row after the VAE round trip: the real clips through latents refined in that many steps."""
     specs = [ModelSpec("real data", "real"), ModelSpec("real data, VAE round trip", "vae")] if real else []
+    if real and refine_steps:
+        specs.append(ModelSpec(f"real data, refined latents ({refine_steps} steps)", "vae",
+                               refine_steps=refine_steps))
     if teacher_steps:
         specs.append(ModelSpec(f"teacher {teacher_steps}-step", "teacher", teacher_steps, guidance_scale=guidance_scale))
     named = {}
@@ -133,6 +142,10 @@ def model_specs(teacher_steps: int | None, runs: list[str], two_step: list[str] 
         if name not in named:
             raise ConfigError(f"--two-step {name!r} names no --run (have: {', '.join(named) or 'none'})")
         specs.append(ModelSpec(f"{name} 2-step", "generator", 2, named[name]))
+    for name in raw:
+        if name not in named:
+            raise ConfigError(f"--raw {name!r} names no --run (have: {', '.join(named) or 'none'})")
+        specs.append(ModelSpec(f"{name} 1-step, no EMA", "generator", 1, named[name], weights="raw"))
     return specs
 
 
@@ -159,14 +172,14 @@ def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path,
     if spec.kind == "vae":
         real = real_clips(requests, seed)
         decode = components.fast_decoder.decode if decoder == "fast" else components.vae.decode
-        return torch.cat([decode(components.vae.encode(c)) for c in real.split(batch_size)]), None
+        return torch.cat([decode(components.vae.refine(c, spec.refine_steps)) for c in real.split(batch_size)]), None
     cfg = SamplingParams(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
     if spec.kind == "teacher":
         sampler = Sampler(components, decoder=decoder)
     else:
         from apt.run_folder import load_generator
 
-        gen = load_generator(spec.run_dir, model_dir)
+        gen = load_generator(spec.run_dir, model_dir, spec.weights)
         # the serving path: the generator's backbone in place of the teacher, guidance already distilled in
         sampler = Sampler(Components(gen.backbone, components.vae, components.text, components.fast_decoder),
                           one_step=True, decoder=decoder)
