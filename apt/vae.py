@@ -151,15 +151,17 @@ class VideoVAE(torch.nn.Module):
         mu = self.vae.encode(video.to(self.vae.dtype)).latent_dist.mode().float()
         return torch.cat([(mu - self.mean) / self.std, latent[:, :, latent_frames:]], 2)
 
-    def refine(self, video: torch.Tensor, steps: int, lr: float = 0.08) -> torch.Tensor:
+    def refine(self, video: torch.Tensor, steps: int, lr: float = 0.08, latent: torch.Tensor | None = None
+               ) -> torch.Tensor:
         """The normalised latent of `video` (B, 3, F, H, W) in [-1, 1] whose decode is closest to it: the
-        encoder's latent, then `steps` Adam steps on the decode's squared error (the decoder frozen).
+        encoder's latent (or `latent`, when the caller has it already), then `steps` Adam steps on the
+        decode's squared error (the decoder frozen).
         The encoder's posterior mean decodes blurrier than the clip (the toy VAE's round trip has 0.62 of
         real clips' edge sharpness); a few steps through the decoder give latents that decode sharper (0.70
         after 12 steps at lr 0.08), and stage 2's generator follows the latents its discriminator calls
         real (docs/stage2-apt.md). The error is summed, not averaged, so that a clip's steps do not depend
         on the batch it is in (Adam's epsilon would weigh in at a mean's tiny gradients)."""
-        latent = self.encode(video)
+        latent = self.encode(video) if latent is None else latent
         if steps <= 0:
             return latent
         latent = latent.clone().requires_grad_(True)

@@ -89,15 +89,16 @@ def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, f
 
 def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, steps: int, lr: float, rank: int = 0,
                        world_size: int = 1, batch_size: int = 32, show_progress: bool = True) -> torch.Tensor:
-    """data's latents refined through the decoder against their clips (VideoVAE.refine). Each rank refines
-    a contiguous share and the shares are gathered: every rank returns all N latents."""
+    """data's (encoder) latents refined through the decoder against their clips (VideoVAE.refine). Each
+    rank refines a contiguous share and the shares are gathered: every rank returns all N latents."""
     n = len(data)
     lo, hi = rank * n // world_size, (rank + 1) * n // world_size
     share = []
     for start in tqdm(range(lo, hi, batch_size), desc=f"refine toy latents ({steps} decoder steps)",
                       dynamic_ncols=True, disable=not show_progress):
         stop = min(start + batch_size, hi)
-        share.append(components.vae.refine(torch.stack([clips[i]["video"] for i in range(start, stop)]), steps, lr))
+        videos = torch.stack([clips[i]["video"] for i in range(start, stop)])
+        share.append(components.vae.refine(videos, steps, lr, latent=data.latents[start:stop]))
     share = torch.cat(share) if share else data.latents[:0]
     if world_size == 1:
         return share
