@@ -114,6 +114,12 @@ class DataConfig:
     # decode's pixel error from the encoder's latent), so that they decode as sharp as the clips; 0 = off
     refine_steps: int = 0
     refine_lr: float = 0.08
+    # toy only: this fraction of the clips (a fixed random choice) holds the teacher's samples for their
+    # captions instead of the real latents (LADD's synthetic data), `teacher_steps` Euler steps with
+    # guidance `teacher_guidance`; drawn once (the ranks share the work) and cached; 0 = off
+    teacher_fraction: float = 0.0
+    teacher_steps: int = 25
+    teacher_guidance: float = 5.0
 
     def validate(self):
         if self.source not in ("toy", "shards"):
@@ -133,6 +139,12 @@ class DataConfig:
         if self.refine_steps and self.source != "toy":
             raise ConfigError("data.refine_steps refines the toy world's latents; a shard set holds latents only "
                               "(no clips to refine them against): set data.refine_steps=0")
+        if not 0 <= self.teacher_fraction <= 1 or self.teacher_steps < 1:
+            raise ConfigError(f"data.teacher_fraction must be in [0, 1] and data.teacher_steps >= 1, got "
+                              f"{self.teacher_fraction} and {self.teacher_steps}")
+        if self.teacher_fraction and self.source != "toy":
+            raise ConfigError("data.teacher_fraction replaces toy-world clips with the teacher's samples; a shard set's "
+                              "clips are not replaced: set data.teacher_fraction=0")
 
 
 @dataclass

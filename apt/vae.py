@@ -187,11 +187,10 @@ class VideoVAE(torch.nn.Module):
         decoder, its causal cache carried along), written out so that each step is a pure function
         of (latent frame, cache) that checkpointing can replay; no tiling.
         """
+        from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
         from torch.utils.checkpoint import checkpoint
 
         vae = self.vae
-        if vae.config.patch_size is not None:
-            raise ValueError("decode_with_grad does not support a patchified (Wan 2.2) VAE")
         latent = latent[:, :, :latent_frames] if latent_frames else latent
         x = vae.post_quant_conv((latent.float() * self.std + self.mean).to(vae.dtype))
         vae.clear_cache()
@@ -211,4 +210,7 @@ class VideoVAE(torch.nn.Module):
                 out, cache = frame_step(frame, cache, i == 0)
             outs.append(out)
         vae.clear_cache()
-        return torch.cat(outs, 2).float().clamp(-1, 1)
+        out = torch.cat(outs, 2)
+        if vae.config.patch_size is not None:  # Wan 2.2's VAE decodes pixel patches as channels
+            out = unpatchify(out, patch_size=vae.config.patch_size)
+        return out.float().clamp(-1, 1)

@@ -143,6 +143,31 @@ def test_vae_decode_with_grad_equals_the_decode_and_checkpointing_changes_no_gra
     assert torch.equal(vae.decode_with_grad(latent, latent_frames=2).detach(), full[:, :, :5])
 
 
+def test_decode_with_grad_and_refine_take_wan22s_patchified_vae():
+    """Wan 2.2's VAE (TI2V-5B: residual blocks, 2x2 pixel patches as channels, 16x spatial) at tiny widths."""
+    from diffusers import AutoencoderKLWan
+
+    from apt.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = VideoVAE(AutoencoderKLWan(
+        base_dim=4, decoder_base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+        temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12, patch_size=2,
+        scale_factor_spatial=16, latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.5, 1.0, 2.0],
+    ).eval().requires_grad_(False))
+    video = torch.rand(2, 3, 9, 32, 32) * 2 - 1
+    latent = vae.encode(video)
+    full = vae.decode(latent)
+    x = latent.clone().requires_grad_(True)
+    out = vae.decode_with_grad(x)
+    assert out.shape == video.shape and torch.equal(out.detach(), full)
+    out.sum().backward()
+    assert x.grad.abs().sum() > 0
+    assert torch.equal(vae.decode_with_grad(latent, latent_frames=2).detach(), full[:, :, :5])
+    error = lambda z: float((vae.decode(z) - video).square().mean())  # noqa: E731
+    assert error(vae.refine(video, 3, 0.05, latent=latent)) < error(latent)
+
+
 def test_vae_reencode_with_grad_reads_back_the_decoded_first_frames_and_keeps_the_rest():
     from apt.loading import load_components
     from apt.model_folder import resolve_model_dir

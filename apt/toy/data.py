@@ -28,9 +28,10 @@ class LatentDataset(torch.utils.data.Dataset):
         return {"latent": self.latents[i], "text": self.text_table[self.rows[i]], "caption": self.captions[i]}
 
 
-def _cache_key(model_dir: Path, **params) -> str:
+def _cache_key(model_dir: Path, parts: tuple[str, ...] = ("vae", "text_encoder"), **params) -> str:
+    """Names the cache of latents made from these params by the model's `parts` (their files stamped)."""
     stamp = {k: params[k] for k in sorted(params)}
-    for part in ("vae", "text_encoder"):
+    for part in parts:
         for f in sorted((Path(model_dir) / part).glob("*")):
             stamp[f"{part}/{f.name}"] = [f.stat().st_size, int(f.stat().st_mtime)]
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
@@ -87,19 +88,14 @@ def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, f
     return data
 
 
-def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, steps: int, lr: float, rank: int = 0,
-                       world_size: int = 1, batch_size: int = 32, show_progress: bool = True) -> torch.Tensor:
-    """data's (encoder) latents refined through the decoder against their clips (VideoVAE.refine). Each
-    rank refines a contiguous share and the shares are gathered: every rank returns all N latents."""
-    n = len(data)
+def _split_over_ranks(n: int, work, rank: int, world_size: int, batch_size: int, desc: str,
+                      show_progress: bool, empty: torch.Tensor) -> torch.Tensor:
+    """work(start, stop) for items [0, n) in batches, each rank a contiguous share; the shares are
+    gathered, so every rank returns all n results in order."""
     lo, hi = rank * n // world_size, (rank + 1) * n // world_size
-    share = []
-    for start in tqdm(range(lo, hi, batch_size), desc=f"refine toy latents ({steps} decoder steps)",
-                      dynamic_ncols=True, disable=not show_progress):
-        stop = min(start + batch_size, hi)
-        videos = torch.stack([clips[i]["video"] for i in range(start, stop)])
-        share.append(components.vae.refine(videos, steps, lr, latent=data.latents[start:stop]))
-    share = torch.cat(share) if share else data.latents[:0]
+    share = [work(start, min(start + batch_size, hi))
+             for start in tqdm(range(lo, hi, batch_size), desc=desc, dynamic_ncols=True, disable=not show_progress)]
+    share = torch.cat(share) if share else empty
     if world_size == 1:
         return share
     shares = [None] * world_size
@@ -107,9 +103,74 @@ def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, ste
     return torch.cat(shares)
 
 
+def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, steps: int, lr: float, rank: int = 0,
+                       world_size: int = 1, batch_size: int = 32, show_progress: bool = True) -> torch.Tensor:
+    """data's (encoder) latents refined through the decoder against their clips (VideoVAE.refine). Each
+    rank refines a contiguous share and the shares are gathered: every rank returns all N latents."""
+    def work(start, stop):
+        videos = torch.stack([clips[i]["video"] for i in range(start, stop)])
+        return components.vae.refine(videos, steps, lr, latent=data.latents[start:stop])
+
+    return _split_over_ranks(len(data), work, rank, world_size, batch_size,
+                             f"refine toy latents ({steps} decoder steps)", show_progress, data.latents[:0])
+
+
+TEACHER_NOISE_SEED = 1_000_000  # clip i's teacher sample starts from seed TEACHER_NOISE_SEED + i
+
+
+def teacher_clip_choice(num_clips: int, fraction: float, seed: int) -> torch.Tensor:
+    """Indices of the clips (a fixed random `fraction` of them) whose latents the teacher's samples replace."""
+    return torch.nonzero(torch.rand(num_clips, generator=torch.Generator().manual_seed(seed + 123)) < fraction)[:, 0]
+
+
+@torch.no_grad()
+def teacher_sample_latents(data: LatentDataset, components, chosen: torch.Tensor, steps: int, guidance_scale: float,
+                           rank: int = 0, world_size: int = 1, batch_size: int = 32, show_progress: bool = True
+                           ) -> torch.Tensor:
+    """The teacher's samples (`steps` Euler steps with classifier-free guidance against the empty prompt,
+    the sampler's default shift) for the captions of clips `chosen`: LADD's synthetic data. Clip i's noise
+    comes from seed TEACHER_NOISE_SEED + i, whatever the batching and the ranks (each samples a share)."""
+    from apt import flow
+    from apt.sampling_setup import SamplingParams, initial_noise
+
+    shift = SamplingParams().shift
+    transformer = components.transformer
+    negative = components.text.encode([""])
+    shape = tuple(data.latents.shape[1:])
+
+    def velocity(x_t, t, text):
+        return transformer(x_t, t, text).float()
+
+    def work(start, stop):
+        clips = chosen[start:stop].tolist()
+        text = data.text_table[data.rows[clips]]
+        noise = initial_noise(shape, [TEACHER_NOISE_SEED + i for i in clips])
+        return flow.euler_sample(velocity, noise, text, steps, guidance_scale, negative.expand(len(clips), -1, -1),
+                                 shift)
+
+    return _split_over_ranks(len(chosen), work, rank, world_size, batch_size,
+                             f"teacher samples for {len(chosen)} clips ({steps} steps)", show_progress,
+                             data.latents[:0])
+
+
+def _cached_across_ranks(path: Path, dist, compute) -> LatentDataset:
+    """The LatentDataset cached at path, else compute() (called on every rank: the ranks share the work)
+    written there by rank 0. Every rank takes the same branch: rank 0's look decides."""
+    found = [path.exists()]
+    if dist.world_size > 1:
+        torch.distributed.broadcast_object_list(found, src=0)
+    if found[0]:
+        return _load_cache(path)
+    data = compute()
+    if dist.rank == 0:
+        _save_cache(path, data)
+    return data
+
+
 def toy_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentDataset:
     """data.source=toy: rank 0 encodes the toy world (once, cached), then the other ranks read the cache.
-    With data.refine_steps, the ranks then refine the latents together (once, cached under its own key)."""
+    With data.refine_steps, the ranks then refine the latents together (once, cached under its own key);
+    with data.teacher_fraction, they replace that fraction of them with the teacher's samples (likewise)."""
     params = dict(num_clips=data_cfg.num_clips, seed=data_cfg.seed, frames=data_cfg.frames)
     cache_dir = Path(data_cfg.cache_dir or default_cache_dir()).expanduser()
     if dist.rank == 0:
@@ -118,20 +179,38 @@ def toy_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentD
         torch.distributed.barrier()
     if dist.rank != 0:
         data = toy_latent_dataset(components, model_dir, cache_dir=cache_dir, show_progress=False, **params)
-    if not data_cfg.refine_steps:
-        return data
-    key = _cache_key(model_dir, split="train", refine_steps=data_cfg.refine_steps, refine_lr=data_cfg.refine_lr,
-                     **params)
-    path = cache_dir / f"toy-latents-{key}.safetensors"
-    found = [path.exists()]
-    if dist.world_size > 1:  # every rank must take the same branch: rank 0's look decides
-        torch.distributed.broadcast_object_list(found, src=0)
-    if found[0]:
-        return _load_cache(path)
-    clips = MovingDigits("train", data_cfg.num_clips, data_cfg.seed, ToyWorldConfig(frames=data_cfg.frames))
-    latents = refine_toy_latents(data, components, clips, data_cfg.refine_steps, data_cfg.refine_lr, dist.rank,
-                                 dist.world_size, show_progress=dist.rank == 0)
-    refined = LatentDataset(latents, data.text_table, data.rows, data.captions)
-    if dist.rank == 0:
-        _save_cache(path, refined)
-    return refined
+    if data_cfg.refine_steps:
+        key = _cache_key(model_dir, split="train", refine_steps=data_cfg.refine_steps, refine_lr=data_cfg.refine_lr,
+                         **params)
+
+        def refine():
+            clips = MovingDigits("train", data_cfg.num_clips, data_cfg.seed, ToyWorldConfig(frames=data_cfg.frames))
+            latents = refine_toy_latents(data, components, clips, data_cfg.refine_steps, data_cfg.refine_lr,
+                                         dist.rank, dist.world_size, show_progress=dist.rank == 0)
+            return LatentDataset(latents, data.text_table, data.rows, data.captions)
+
+        data = _cached_across_ranks(cache_dir / f"toy-latents-{key}.safetensors", dist, refine)
+    if data_cfg.teacher_fraction:
+        data = with_teacher_samples(data, data_cfg, components, model_dir, cache_dir, dist, params)
+    return data
+
+
+def with_teacher_samples(data: LatentDataset, data_cfg, components, model_dir: Path, cache_dir: Path, dist,
+                         params: dict) -> LatentDataset:
+    """data with the latents of a fixed random data.teacher_fraction of its clips replaced by the teacher's
+    samples for their captions; the samples are drawn once (the ranks share the work) and cached."""
+    chosen = teacher_clip_choice(len(data), data_cfg.teacher_fraction, data_cfg.seed)
+    key = _cache_key(model_dir, ("transformer", "text_encoder"), split="train",
+                     teacher_fraction=data_cfg.teacher_fraction, teacher_steps=data_cfg.teacher_steps,
+                     teacher_guidance=data_cfg.teacher_guidance, **params)
+
+    def sample():
+        latents = teacher_sample_latents(data, components, chosen, data_cfg.teacher_steps,
+                                         data_cfg.teacher_guidance, dist.rank, dist.world_size,
+                                         show_progress=dist.rank == 0)
+        return LatentDataset(latents, data.text_table, data.rows[chosen], [data.captions[i] for i in chosen])
+
+    samples = _cached_across_ranks(cache_dir / f"toy-teacher-{key}.safetensors", dist, sample)
+    latents = data.latents.clone()
+    latents[chosen] = samples.latents
+    return LatentDataset(latents, data.text_table, data.rows, data.captions)
