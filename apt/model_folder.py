@@ -28,7 +28,24 @@ def check_layout(model_dir: str | Path, parts=PARTS) -> Path:
             f"{model_dir} is not a diffusers-layout folder: missing {', '.join(f'{m}/' for m in missing)} "
             f"(expected {', '.join(f'{p}/' for p in PARTS)})"
         )
+    check_one_dit(model_dir)
     return model_dir
+
+
+def check_one_dit(model_dir: Path) -> None:
+    """A Wan 2.2 A14B folder holds two DiTs (transformer/ samples above boundary_ratio, transformer_2/
+    below); loading only transformer/ would quietly make the high-noise expert the teacher at every t."""
+    from apt.config import ConfigError
+
+    index = model_dir / "model_index.json"
+    declared = json.loads(index.read_text()) if index.is_file() else {}
+    second = declared.get("transformer_2")
+    if (second and second[0]) or (model_dir / "transformer_2").is_dir():
+        raise ConfigError(
+            f"{model_dir} holds two DiTs, transformer/ and transformer_2/ (Wan 2.2 A14B's high- and low-noise "
+            f"experts, switched at boundary_ratio {declared.get('boundary_ratio')}); this project distils one DiT "
+            f"and would drop the low-noise expert: give a one-DiT folder (Wan 2.1 T2V 1.3B / 14B, Wan 2.2 TI2V-5B)"
+        )
 
 
 def resolve_model_dir(path: str | Path) -> Path:

@@ -65,3 +65,31 @@ def test_unclamped_vae_decode_used_for_training_equals_diffusers_decode_up_to_th
     with torch.no_grad():
         raw = decode_unclamped(vae, z)
         assert torch.equal(raw.clamp(-1, 1), vae.decode(z).sample)
+
+
+def test_wan22_ti2v_5b_layout_loads_and_samples(tmp_path):
+    """Wan 2.2 TI2V-5B's layout (patchified VAE, 16x spatial; its pipeline gives every token its own
+    timestep): our scalar-t forward equals the model's with the timestep expanded per token, as
+    diffusers' WanPipeline passes it for text-to-video."""
+    from tiny import build_tiny_wan_folder
+
+    comps = load_components(build_tiny_wan_folder(tmp_path / "ti2v", wan22="ti2v-5b"))
+    assert comps.vae.spatial_factor == 16 and comps.vae.latent_shape(9, 32, 32) == (4, 3, 2, 2)
+    x, t, text = torch.randn(2, 4, 3, 4, 4), torch.tensor([0.7, 0.3]), comps.text.encode(["a red seven", ""])
+    tokens = 3 * 2 * 2  # patch (1, 2, 2)
+    theirs = comps.transformer.model(hidden_states=x, timestep=(t * 1000).view(2, 1).expand(2, tokens),
+                                     encoder_hidden_states=text).sample
+    torch.testing.assert_close(comps.transformer(x, t, text), theirs, rtol=0, atol=1e-5)
+    video = Sampler(comps).generate(["a red seven"], SamplingParams(height=32, width=32, frames=5, steps=2,
+                                                                  guidance_scale=2.0))
+    assert video.shape == (1, 3, 5, 32, 32) and video.abs().max() <= 1
+
+
+def test_a_two_expert_wan22_a14b_folder_is_refused_with_the_reason(tmp_path):
+    from tiny import build_tiny_wan_folder
+
+    from apt.config import ConfigError
+
+    folder = build_tiny_wan_folder(tmp_path / "a14b", wan22="a14b")
+    with pytest.raises(ConfigError, match="two DiTs.*boundary_ratio 0.875.*one-DiT folder"):
+        load_components(folder)

@@ -146,15 +146,12 @@ def test_vae_decode_with_grad_equals_the_decode_and_checkpointing_changes_no_gra
 def test_decode_with_grad_and_refine_take_wan22s_patchified_vae():
     """Wan 2.2's VAE (TI2V-5B: residual blocks, 2x2 pixel patches as channels, 16x spatial) at tiny widths."""
     from diffusers import AutoencoderKLWan
+    from tiny import TINY_WAN22_VAE
 
     from apt.vae import VideoVAE
 
     torch.manual_seed(0)
-    vae = VideoVAE(AutoencoderKLWan(
-        base_dim=4, decoder_base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
-        temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12, patch_size=2,
-        scale_factor_spatial=16, latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.5, 1.0, 2.0],
-    ).eval().requires_grad_(False))
+    vae = VideoVAE(AutoencoderKLWan(**TINY_WAN22_VAE).eval().requires_grad_(False))
     video = torch.rand(2, 3, 9, 32, 32) * 2 - 1
     latent = vae.encode(video)
     full = vae.decode(latent)

@@ -24,6 +24,12 @@ TINY_REAL_LAYOUT_VAE = dict(base_dim=1, z_dim=16, dim_mult=[1, 2, 4, 4], num_res
                             latents_mean=[0.1 * (i % 5 - 2) for i in range(16)],
                             latents_std=[1.0 + 0.25 * (i % 4) for i in range(16)])
 
+# Wan 2.2 TI2V-5B's VAE layout at tiny widths: residual blocks, 2x2 pixel patches as channels, 16x spatial.
+TINY_WAN22_VAE = dict(base_dim=4, decoder_base_dim=8, z_dim=4, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                      temperal_downsample=[False, True, True], is_residual=True, in_channels=12, out_channels=12,
+                      patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4,
+                      latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.5, 1.0, 2.0])
+
 
 def tiny_transformer(seed: int = 0, **overrides):
     from diffusers import WanTransformer3DModel
@@ -35,19 +41,25 @@ def tiny_transformer(seed: int = 0, **overrides):
 
 
 def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int = 32,
-                          real_layout: bool = False) -> Path:
+                          real_layout: bool = False, wan22: str = "") -> Path:
     """Write transformer/, vae/, text_encoder/, tokenizer/, scheduler/ and model_index.json.
-    real_layout=True: Wan 2.1's latent layout (TINY_REAL_LAYOUT_*), for full-resolution shape runs."""
+    real_layout=True: Wan 2.1's latent layout (TINY_REAL_LAYOUT_*), for full-resolution shape runs.
+    wan22="ti2v-5b": Wan 2.2 TI2V-5B's (patchified VAE, per-token timesteps); "a14b": Wan 2.2 A14B's two
+    experts (transformer/ above boundary_ratio, transformer_2/ below)."""
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
     from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
     torch.manual_seed(seed)
+    vae = TINY_WAN22_VAE if wan22 == "ti2v-5b" else TINY_REAL_LAYOUT_VAE if real_layout else TINY_VAE
+    extra = {"ti2v-5b": dict(expand_timesteps=True),
+             "a14b": dict(transformer_2=tiny_transformer(seed + 1), boundary_ratio=0.875)}.get(wan22, {})
     pipe = WanPipeline(
         tokenizer=ByT5Tokenizer(model_max_length=max_text_tokens),
         text_encoder=UMT5EncoderModel(UMT5Config(**TINY_TEXT)).eval(),
-        vae=AutoencoderKLWan(**(TINY_REAL_LAYOUT_VAE if real_layout else TINY_VAE)).eval(),
+        vae=AutoencoderKLWan(**vae).eval(),
         transformer=tiny_transformer(seed, **(TINY_REAL_LAYOUT_TRANSFORMER if real_layout else {})),
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        **extra,
     )
     pipe.save_pretrained(path)
     return Path(path)
