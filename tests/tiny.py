@@ -49,10 +49,15 @@ def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int 
     from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
     from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
-    torch.manual_seed(seed)
+    if wan22 not in ("", "ti2v-5b", "a14b"):
+        raise ValueError(f"wan22 must be '', 'ti2v-5b' or 'a14b', got {wan22!r}")
     vae = TINY_WAN22_VAE if wan22 == "ti2v-5b" else TINY_REAL_LAYOUT_VAE if real_layout else TINY_VAE
-    extra = {"ti2v-5b": dict(expand_timesteps=True),
-             "a14b": dict(transformer_2=tiny_transformer(seed + 1), boundary_ratio=0.875)}.get(wan22, {})
+    extra = {}  # built before the seed below: the other parts' weights stay those of every other layout
+    if wan22 == "ti2v-5b":
+        extra = dict(expand_timesteps=True)
+    elif wan22 == "a14b":
+        extra = dict(transformer_2=tiny_transformer(seed + 1), boundary_ratio=0.875)
+    torch.manual_seed(seed)
     pipe = WanPipeline(
         tokenizer=ByT5Tokenizer(model_max_length=max_text_tokens),
         text_encoder=UMT5EncoderModel(UMT5Config(**TINY_TEXT)).eval(),
