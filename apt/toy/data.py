@@ -131,22 +131,20 @@ def teacher_sample_latents(data: LatentDataset, components, chosen: torch.Tensor
     the sampler's default shift) for the captions of clips `chosen`: LADD's synthetic data. Clip i's noise
     comes from seed TEACHER_NOISE_SEED + i, whatever the batching and the ranks (each samples a share)."""
     from apt import flow
+    from apt.pipeline import Sampler
     from apt.sampling_setup import SamplingParams, initial_noise
 
-    shift = SamplingParams().shift
-    transformer = components.transformer
-    negative = components.text.encode([""])
+    params = SamplingParams(steps=steps, guidance_scale=guidance_scale)
+    teacher = Sampler(components)  # its velocity; the captions are embedded already, the noise is per clip
+    negative = components.text.encode([params.negative_prompt])
     shape = tuple(data.latents.shape[1:])
-
-    def velocity(x_t, t, text):
-        return transformer(x_t, t, text).float()
 
     def work(start, stop):
         clips = chosen[start:stop].tolist()
         text = data.text_table[data.rows[clips]]
         noise = initial_noise(shape, [TEACHER_NOISE_SEED + i for i in clips])
-        return flow.euler_sample(velocity, noise, text, steps, guidance_scale, negative.expand(len(clips), -1, -1),
-                                 shift)
+        return flow.euler_sample(teacher.velocity, noise, text, params.steps, params.guidance_scale,
+                                 negative.expand(len(clips), -1, -1), params.shift)
 
     return _split_over_ranks(len(chosen), work, rank, world_size, batch_size,
                              f"teacher samples for {len(chosen)} clips ({steps} steps)", show_progress,
