@@ -53,10 +53,35 @@ def test_chosen_clips_hold_the_teachers_samples_for_their_captions(comps, tiny_m
                                  tiny_model_dir, ONE)
     assert torch.equal(again.latents, data.latents)
     assert len(list(tmp_path.glob("toy-teacher-*.safetensors"))) == 1
+    assert not list(tmp_path.glob("*.parts"))  # the batches kept against a crash go once the whole is written
     other = toy_training_dataset(DataConfig(num_clips=6, cache_dir=str(tmp_path), teacher_fraction=0.5,
                                             teacher_steps=2, teacher_guidance=4.0), comps, tiny_model_dir, ONE)
     assert not torch.allclose(other.latents[chosen], data.latents[chosen])
     assert len(list(tmp_path.glob("toy-teacher-*.safetensors"))) == 2
+
+
+def test_a_crash_while_drawing_loses_only_the_batch_in_progress(tmp_path):
+    from apt.toy.data import _split_over_ranks
+
+    calls = []
+
+    def work(start, stop):
+        calls.append(start)
+        if len(calls) == 3 and crash:
+            raise KeyboardInterrupt
+        return torch.arange(start, stop, dtype=torch.float32).view(-1, 1) * 2
+
+    crash = True
+    with pytest.raises(KeyboardInterrupt):
+        _split_over_ranks(10, work, 0, 1, 3, "test", False, torch.zeros(0, 1), tmp_path / "parts")
+    assert calls == [0, 3, 6] and len(list((tmp_path / "parts").glob("*.safetensors"))) == 2
+    crash, calls[:] = False, []
+    out = _split_over_ranks(10, work, 0, 1, 3, "test", False, torch.zeros(0, 1), tmp_path / "parts")
+    assert calls == [6, 9]  # the two finished batches are read back
+    assert torch.equal(out, torch.arange(10, dtype=torch.float32).view(-1, 1) * 2)
+    calls[:] = []
+    other = _split_over_ranks(10, work, 0, 1, 4, "test", False, torch.zeros(0, 1), tmp_path / "parts")
+    assert calls == [0, 4, 8] and torch.equal(other, out)  # batches of another size are not mistaken for them
 
 
 def test_teacher_options_are_checked():

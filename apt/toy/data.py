@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -56,6 +57,12 @@ def encode_toy_clips(components, dataset: MovingDigits, batch_size: int = 32, de
     return torch.cat(latents), table, torch.tensor([row[c] for c in captions]), captions
 
 
+def _save_atomically(tensors: dict, path: Path) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
 def _load_cache(path: Path) -> LatentDataset | None:
     if not path.exists():
         return None
@@ -67,11 +74,9 @@ def _load_cache(path: Path) -> LatentDataset | None:
 def _save_cache(path: Path, data: LatentDataset) -> None:
     """Written atomically: a crash leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     path.with_suffix(".json").write_text(json.dumps(data.captions))
-    save_file({"latents": data.latents.contiguous(), "text_table": data.text_table.contiguous(), "rows": data.rows},
-              str(tmp))
-    tmp.replace(path)
+    _save_atomically({"latents": data.latents.contiguous(), "text_table": data.text_table.contiguous(),
+                      "rows": data.rows}, path)
 
 
 def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, frames: int, split: str = "train",
@@ -89,12 +94,27 @@ def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, f
 
 
 def _split_over_ranks(n: int, work, rank: int, world_size: int, batch_size: int, desc: str,
-                      show_progress: bool, empty: torch.Tensor) -> torch.Tensor:
+                      show_progress: bool, empty: torch.Tensor, parts_dir: Path | None = None) -> torch.Tensor:
     """work(start, stop) for items [0, n) in batches, each rank a contiguous share; the shares are
-    gathered, so every rank returns all n results in order."""
+    gathered, so every rank returns all n results in order. With parts_dir, each batch's result is saved
+    there as soon as it is done and a batch found there is read back instead: a crash loses one batch."""
     lo, hi = rank * n // world_size, (rank + 1) * n // world_size
-    share = [work(start, min(start + batch_size, hi))
-             for start in tqdm(range(lo, hi, batch_size), desc=desc, dynamic_ncols=True, disable=not show_progress)]
+
+    def batch(start: int) -> torch.Tensor:
+        stop = min(start + batch_size, hi)
+        if parts_dir is None:
+            return work(start, stop)
+        path = parts_dir / f"{start:08d}-{stop:08d}.safetensors"  # named by its items: another split misses it
+        if path.exists():
+            return load_file(str(path))["out"]
+        out = work(start, stop)
+        _save_atomically({"out": out.contiguous()}, path)
+        return out
+
+    if parts_dir is not None:
+        parts_dir.mkdir(parents=True, exist_ok=True)
+    share = [batch(start) for start in tqdm(range(lo, hi, batch_size), desc=desc, dynamic_ncols=True,
+                                            disable=not show_progress)]
     share = torch.cat(share) if share else empty
     if world_size == 1:
         return share
@@ -104,7 +124,8 @@ def _split_over_ranks(n: int, work, rank: int, world_size: int, batch_size: int,
 
 
 def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, steps: int, lr: float, rank: int = 0,
-                       world_size: int = 1, batch_size: int = 32, show_progress: bool = True) -> torch.Tensor:
+                       world_size: int = 1, batch_size: int = 32, show_progress: bool = True,
+                       parts_dir: Path | None = None) -> torch.Tensor:
     """data's (encoder) latents refined through the decoder against their clips (VideoVAE.refine). Each
     rank refines a contiguous share and the shares are gathered: every rank returns all N latents."""
     def work(start, stop):
@@ -112,7 +133,8 @@ def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, ste
         return components.vae.refine(videos, steps, lr, latent=data.latents[start:stop])
 
     return _split_over_ranks(len(data), work, rank, world_size, batch_size,
-                             f"refine toy latents ({steps} decoder steps)", show_progress, data.latents[:0])
+                             f"refine toy latents ({steps} decoder steps)", show_progress, data.latents[:0],
+                             parts_dir)
 
 
 TEACHER_NOISE_SEED = 1_000_000  # clip i's teacher sample starts from seed TEACHER_NOISE_SEED + i
@@ -125,8 +147,8 @@ def teacher_clip_choice(num_clips: int, fraction: float, seed: int) -> torch.Ten
 
 @torch.no_grad()
 def teacher_sample_latents(data: LatentDataset, components, chosen: torch.Tensor, steps: int, guidance_scale: float,
-                           rank: int = 0, world_size: int = 1, batch_size: int = 32, show_progress: bool = True
-                           ) -> torch.Tensor:
+                           rank: int = 0, world_size: int = 1, batch_size: int = 32, show_progress: bool = True,
+                           parts_dir: Path | None = None) -> torch.Tensor:
     """The teacher's samples (`steps` Euler steps with classifier-free guidance against the empty prompt,
     the sampler's default shift) for the captions of clips `chosen`: LADD's synthetic data. Clip i's noise
     comes from seed TEACHER_NOISE_SEED + i, whatever the batching and the ranks (each samples a share)."""
@@ -148,20 +170,23 @@ def teacher_sample_latents(data: LatentDataset, components, chosen: torch.Tensor
 
     return _split_over_ranks(len(chosen), work, rank, world_size, batch_size,
                              f"teacher samples for {len(chosen)} clips ({steps} steps)", show_progress,
-                             data.latents[:0])
+                             data.latents[:0], parts_dir)
 
 
 def _cached_across_ranks(path: Path, dist, compute) -> LatentDataset:
-    """The LatentDataset cached at path, else compute() (called on every rank: the ranks share the work)
-    written there by rank 0. Every rank takes the same branch: rank 0's look decides."""
+    """The LatentDataset cached at path, else compute(parts_dir) (called on every rank: the ranks share the
+    work, each batch kept in parts_dir until the whole is written there by rank 0, so a crashed run's
+    batches are not computed again). Every rank takes the same branch: rank 0's look decides."""
     found = [path.exists()]
     if dist.world_size > 1:
         torch.distributed.broadcast_object_list(found, src=0)
     if found[0]:
         return _load_cache(path)
-    data = compute()
+    parts_dir = path.with_name(f"{path.stem}.parts")
+    data = compute(parts_dir)
     if dist.rank == 0:
         _save_cache(path, data)
+        shutil.rmtree(parts_dir, ignore_errors=True)  # every rank is past the gather: nobody reads them now
     return data
 
 
@@ -181,10 +206,11 @@ def toy_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentD
         key = _cache_key(model_dir, split="train", refine_steps=data_cfg.refine_steps, refine_lr=data_cfg.refine_lr,
                          **params)
 
-        def refine():
+        def refine(parts_dir):
             clips = MovingDigits("train", data_cfg.num_clips, data_cfg.seed, ToyWorldConfig(frames=data_cfg.frames))
             latents = refine_toy_latents(data, components, clips, data_cfg.refine_steps, data_cfg.refine_lr,
-                                         dist.rank, dist.world_size, show_progress=dist.rank == 0)
+                                         dist.rank, dist.world_size, show_progress=dist.rank == 0,
+                                         parts_dir=parts_dir)
             return LatentDataset(latents, data.text_table, data.rows, data.captions)
 
         data = _cached_across_ranks(cache_dir / f"toy-latents-{key}.safetensors", dist, refine)
@@ -202,10 +228,10 @@ def with_teacher_samples(data: LatentDataset, data_cfg, components, model_dir: P
                      teacher_fraction=data_cfg.teacher_fraction, teacher_steps=data_cfg.teacher_steps,
                      teacher_guidance=data_cfg.teacher_guidance, **params)
 
-    def sample():
+    def sample(parts_dir):
         latents = teacher_sample_latents(data, components, chosen, data_cfg.teacher_steps,
                                          data_cfg.teacher_guidance, dist.rank, dist.world_size,
-                                         show_progress=dist.rank == 0)
+                                         show_progress=dist.rank == 0, parts_dir=parts_dir)
         return LatentDataset(latents, data.text_table, data.rows[chosen], [data.captions[i] for i in chosen])
 
     samples = _cached_across_ranks(cache_dir / f"toy-teacher-{key}.safetensors", dist, sample)
