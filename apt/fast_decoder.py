@@ -197,9 +197,8 @@ def find_fast_decoder(model_dir: str | Path, path: str | Path = "") -> Path:
 def config_for_vae(vae_config, channels: tuple[int, ...] | None = None, blocks: int = 2) -> FastDecoderConfig:
     """A decoder config matching a diffusers AutoencoderKLWan config (latent channels and factors).
     Default widths: (48, 16) for a 4x VAE (the toy's, measured in docs/fast-decoder.md), (128, 64, 32)
-    for an 8x one (Wan 2.1)."""
-    if getattr(vae_config, "patch_size", None) is not None:
-        raise ValueError("a patchified (Wan 2.2) VAE is not supported by the fast decoder")
+    for an 8x one (Wan 2.1). A patchified VAE (Wan 2.2 TI2V-5B's, 16x) needs nothing else: the decoder
+    learns the VAE's pixels, whatever the VAE's own layout."""
     sf, tf = vae_config.scale_factor_spatial, vae_config.scale_factor_temporal
     if channels is None:
         resolutions = int(math.log2(sf)) if sf >= 2 else 1

@@ -93,10 +93,10 @@ class VideoVAE(torch.nn.Module):
         (an initialised process group) rank r decodes tiles r, r + world, ... and rank 0 gathers and
         blends them, and gets the video; the other ranks get None. `overlap` is in latent cells: more
         overlap, smaller seams, more work. One tile per rank splits the decode N ways (for memory, or
-        for speed over N GPUs); the seams make it differ slightly from an untiled decode."""
+        for speed over N GPUs); the seams make it differ slightly from an untiled decode. A patchified
+        (Wan 2.2) VAE's tiles are blended in its pixel-patch space and unpatchified once, as diffusers does."""
         vae = self.vae
-        if vae.config.patch_size is not None:
-            raise ValueError("decode_tiles does not support a patchified (Wan 2.2) VAE")
+        patch = vae.config.patch_size or 1
         z = (latent.float() * self.std + self.mean).to(vae.dtype)
         height, width = z.shape[-2:]
         if not (1 <= rows <= height and 1 <= cols <= width):
@@ -124,7 +124,7 @@ class VideoVAE(torch.nn.Module):
             if rank != 0:
                 return None
             tiles = {k: v.to(z.device) for part in gathered for k, v in part.items()}
-        sf = self.spatial_factor
+        sf = self.spatial_factor // patch  # decoder output cells per latent cell
         grid_cols = len(range(0, width, stride_w))
         out_rows = []
         for r in range(len(starts) // grid_cols):
@@ -137,7 +137,12 @@ class VideoVAE(torch.nn.Module):
                     tile = vae.blend_h(tiles[r * grid_cols + c - 1], tile, over_w * sf)
                 out_row.append(tile[:, :, :, : stride_h * sf, : stride_w * sf])
             out_rows.append(torch.cat(out_row, -1))
-        return torch.cat(out_rows, 3).float().clamp(-1, 1)
+        out = torch.cat(out_rows, 3)
+        if patch > 1:
+            from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+            out = unpatchify(out, patch_size=patch)
+        return out.float().clamp(-1, 1)
 
     def reencode_with_grad(self, latent: torch.Tensor, latent_frames: int, checkpointing: bool = True
                            ) -> torch.Tensor:

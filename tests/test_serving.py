@@ -104,6 +104,23 @@ def test_fast_decoder_trains_on_latent_windows(tiny_model_dir, tmp_path):
     assert report["crop"] == 2 and FastDecoder.load(tmp_path / "fd")(latents[:1]).shape[-2:] == (16, 16)
 
 
+def test_fast_decoder_learns_wan22s_patchified_vae(tmp_path):
+    """Wan 2.2 TI2V-5B's VAE (pixel patches as channels, 16x spatial): the fast decoder learns its pixels."""
+    from diffusers import AutoencoderKLWan
+    from tiny import TINY_WAN22_VAE
+
+    import apt.train_decoder as td
+    from apt.vae import VideoVAE
+
+    torch.manual_seed(0)
+    vae = VideoVAE(AutoencoderKLWan(**TINY_WAN22_VAE).eval())
+    latents = torch.randn(16, vae.z_dim, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    cfg = td.DecoderTraining(steps=3, batch_size=4, holdout=4, channels=(8, 8, 4, 4), blocks=1)
+    td.train_fast_decoder(vae, latents, tmp_path / "fd", cfg, progress=False)
+    dec = FastDecoder.load(tmp_path / "fd")
+    assert dec.config.spatial_factor == 16 and dec(latents[:1]).shape == vae.decode(latents[:1]).shape
+
+
 def test_generate_with_the_fast_decoder(tiny_model_dir, tiny_run_dir, tmp_path):
     from apt.cli.generate import generate
 
@@ -122,8 +139,18 @@ def test_generate_with_the_fast_decoder(tiny_model_dir, tiny_run_dir, tmp_path):
         generate([*args, "--fast-decoder", str(tmp_path / "fd"), "--out", str(tmp_path / "x")])
 
 
-def test_tiled_vae_decode_is_diffusers_tiled_decode(tiny_model_dir):
-    vae, _ = _tiny_vae_and_latents(tiny_model_dir, 1)
+@pytest.mark.parametrize("layout", ["wan21", "wan22-ti2v-5b"])
+def test_tiled_vae_decode_is_diffusers_tiled_decode(tiny_model_dir, layout):
+    if layout == "wan21":
+        vae, _ = _tiny_vae_and_latents(tiny_model_dir, 1)
+    else:  # Wan 2.2's patchified VAE: tiles blended in pixel-patch space, unpatchified once
+        from diffusers import AutoencoderKLWan
+        from tiny import TINY_WAN22_VAE
+
+        from apt.vae import VideoVAE
+
+        torch.manual_seed(0)
+        vae = VideoVAE(AutoencoderKLWan(**TINY_WAN22_VAE).eval())
     z = torch.randn(2, vae.z_dim, 2, 6, 8)
     assert torch.equal(vae.decode_tiles(z, 1, 1), vae.decode(z))  # one tile is the plain decode
     for rows, cols, overlap in [(2, 1, 2), (2, 2, 1), (1, 3, 2)]:
