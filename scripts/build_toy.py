@@ -4,6 +4,7 @@ alignment reward (its own folder, apt/assets/toy-reward/).
     python scripts/build_toy.py --component all [--out apt/assets/toy-wan]
     python scripts/build_toy.py --component reward
     python scripts/build_toy.py --component decoder      # the fast decoder (after the VAE)
+    python scripts/build_toy.py --component vae-decoder --out COPY   # train COPY's VAE decoder further
 
 Each step records its time and final losses in <out>/build_report.json.
 """
@@ -18,8 +19,10 @@ from apt.toy.components import TOY_MODEL_DIR
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--component", choices=["vae", "text", "teacher", "reward", "decoder", "all"], default="all",
-                        help="what to train (default: all, in that order)")
+    parser.add_argument("--component", choices=["vae", "text", "teacher", "reward", "decoder", "vae-decoder", "all"],
+                        default="all", help="what to train (default: all, in that order; vae-decoder is not part "
+                        "of all: it trains the folder's VAE decoder further, the encoder and the latent space "
+                        "unchanged)")
     parser.add_argument("--out", type=Path, default=TOY_MODEL_DIR,
                         help="diffusers-layout folder to write (default: the shipped one)")
     parser.add_argument("--reward-out", type=Path, default=None,
@@ -40,6 +43,12 @@ def main(argv=None):
         from apt.toy.train_vae import train_vae
 
         train_vae(args.out, **steps)
+    if args.component == "vae-decoder":
+        from apt.toy.train_vae import finetune_vae_decoder
+
+        if not (args.out / "vae").is_dir():
+            parser.error(f"--component vae-decoder trains the VAE in {args.out}/vae further, and there is none")
+        finetune_vae_decoder(args.out, **steps)
     if args.component in ("text", "all"):
         from apt.toy.train_text import train_text_encoder
 

@@ -54,13 +54,34 @@ def latent_statistics(vae: AutoencoderKLWan, clips: torch.Tensor) -> tuple[list[
     return mus.mean(dims).tolist(), mus.std(dims).clamp_min(1e-3).tolist()
 
 
+def heldout_clips(seed: int, n: int = 64) -> torch.Tensor:
+    held = MovingDigits("eval", length=n, seed=seed)
+    return torch.stack([held[i]["video"] for i in range(len(held))])
+
+
+@torch.no_grad()
+def round_trip(vae: AutoencoderKLWan, clips: torch.Tensor) -> torch.Tensor:
+    """The clips through the VAE: posterior mode, decoded (clamped to [-1, 1] as it is shown)."""
+    return torch.cat([vae.decode(vae.encode(c).latent_dist.mode()).sample for c in clips.split(16)])
+
+
+def reconstruction_psnr(rec: torch.Tensor, clips: torch.Tensor) -> tuple[float, float]:
+    mse = F.mse_loss(rec.clamp(-1, 1), clips).item()
+    return mse, 10 * math.log10(4.0 / mse)  # peak-to-peak range of [-1, 1] is 2
+
+
+def _cosine_with_warmup(opt, steps: int):
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+
+
 def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float = 1e-3, kl_weight: float = 1e-5,
               foreground_weight: float = 5.0, seed: int = 0) -> AutoencoderKLWan:
     torch.manual_seed(seed)
     z = VAE_CONFIG["z_dim"]
     vae = AutoencoderKLWan(**VAE_CONFIG, latents_mean=[0.0] * z, latents_std=[1.0] * z)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    sched = _cosine_with_warmup(opt, steps)
     data = MovingDigits("train", length=steps * batch_size, seed=seed)
     start, ema_rec = time.time(), None
     bar = tqdm(_batches(data, batch_size), total=steps, desc="toy VAE", dynamic_ncols=True)
@@ -80,12 +101,8 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
     seconds = time.time() - start
 
     vae.eval()
-    held = MovingDigits("eval", length=64, seed=seed + 1)
-    clips = torch.stack([held[i]["video"] for i in range(len(held))])
-    with torch.no_grad():
-        rec = torch.cat([vae.decode(vae.encode(c).latent_dist.mode()).sample for c in clips.split(16)])
-    mse = F.mse_loss(rec.clamp(-1, 1), clips).item()
-    psnr = 10 * math.log10(4.0 / mse)  # peak-to-peak range of [-1, 1] is 2
+    clips = heldout_clips(seed + 1)
+    mse, psnr = reconstruction_psnr(round_trip(vae, clips), clips)
     mean, std = latent_statistics(vae, clips)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(Path(model_dir) / "vae")
@@ -93,4 +110,53 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
                                   seconds=round(seconds, 1), final_train_rec_loss=round(ema_rec, 5),
                                   heldout_mse=round(mse, 5), heldout_psnr_db=round(psnr, 2),
                                   parameters=sum(p.numel() for p in vae.parameters())))
+    return vae
+
+
+def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8, lr: float = 3e-4,
+                         foreground_weight: float = 5.0, seed: int = 11) -> AutoencoderKLWan:
+    """Train the decoder of model_dir's VAE further on fresh clips (seed `seed`), the encoder frozen.
+
+    The latent space stays exactly as it was (encoder, latents_mean and latents_std untouched), so the
+    teacher and every run trained on it stay valid: only how latents look as video changes. The
+    decoder learns from the encoder's posterior mode, the latent every stage trains on.
+    """
+    from apt import metrics
+
+    vae = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae")
+    trained = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
+    for n, p in vae.named_parameters():
+        p.requires_grad_(n.startswith(("decoder.", "post_quant_conv.")))
+    held = heldout_clips(1)
+    vae.eval()
+    psnr_before = reconstruction_psnr(round_trip(vae, held), held)[1]
+    opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
+    sched = _cosine_with_warmup(opt, steps)
+    data = MovingDigits("train", length=steps * batch_size, seed=seed)
+    start, ema_rec = time.time(), None
+    vae.train()
+    bar = tqdm(_batches(data, batch_size), total=steps, desc="toy VAE decoder", dynamic_ncols=True)
+    for video in bar:
+        with torch.no_grad():
+            z = vae.encode(video).latent_dist.mode()
+        rec_loss = reconstruction_loss(decode_unclamped(vae, z), video, foreground_weight)
+        opt.zero_grad(set_to_none=True)
+        rec_loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        opt.step()
+        sched.step()
+        ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
+        bar.set_postfix(rec=f"{ema_rec:.4f}")
+    seconds = time.time() - start
+
+    vae.eval()
+    rec = round_trip(vae, held)
+    mse, psnr = reconstruction_psnr(rec, held)
+    vae.requires_grad_(True)
+    vae.save_pretrained(Path(model_dir) / "vae")
+    record(model_dir, "vae_decoder_finetune", dict(
+        steps=steps, batch_size=batch_size, lr=lr, foreground_weight=foreground_weight, seed=seed,
+        seconds=round(seconds, 1), final_train_rec_loss=round(ema_rec, 5), heldout_psnr_db_before=round(psnr_before, 2),
+        heldout_mse=round(mse, 5), heldout_psnr_db=round(psnr, 2),
+        heldout_edge_sharpness_ratio=round(metrics.edge_sharpness(rec) / metrics.edge_sharpness(held), 3)))
     return vae
