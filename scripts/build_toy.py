@@ -33,6 +33,8 @@ def main(argv=None):
                         help="train the folder's existing teacher further (on clips of --seed) instead of from scratch")
     parser.add_argument("--seed", type=int, default=0, help="teacher: the seed of its fresh clips (default 0)")
     args = parser.parse_args(argv)
+    if args.component == "vae-decoder" and not (args.out / "vae").is_dir():
+        parser.error(f"--component vae-decoder trains the VAE in {args.out}/vae further, and there is none")
     if args.threads:
         import torch
 
@@ -46,8 +48,6 @@ def main(argv=None):
     if args.component == "vae-decoder":
         from apt.toy.train_vae import finetune_vae_decoder
 
-        if not (args.out / "vae").is_dir():
-            parser.error(f"--component vae-decoder trains the VAE in {args.out}/vae further, and there is none")
         finetune_vae_decoder(args.out, **steps)
     if args.component in ("text", "all"):
         from apt.toy.train_text import train_text_encoder

@@ -41,6 +41,7 @@ def test_decoder_finetune_changes_only_the_decoder_and_records_it(tmp_path):
 def test_decoder_finetune_without_a_vae_is_refused(tmp_path, capsys):
     main = build_toy_main()
     with pytest.raises(SystemExit) as exit_:
-        main(["--component", "vae-decoder", "--out", str(tmp_path)])
+        main(["--component", "vae-decoder", "--out", str(tmp_path / "nowhere")])
     assert exit_.value.code == 2
     assert "there is none" in capsys.readouterr().err
+    assert not (tmp_path / "nowhere").exists()  # refused before anything is written
