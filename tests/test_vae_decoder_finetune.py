@@ -11,10 +11,11 @@ from diffusers import AutoencoderKLWan
 
 from apt.toy.components import TOY_MODEL_DIR
 
+BUILD_TOY = Path(__file__).resolve().parents[1] / "scripts" / "build_toy.py"
 
 
 def build_toy_main():
-    spec = importlib.util.spec_from_file_location("build_toy", Path(__file__).resolve().parents[1] / "scripts" / "build_toy.py")
+    spec = importlib.util.spec_from_file_location("build_toy", BUILD_TOY)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
