@@ -50,3 +50,55 @@ def plot_losses(run_dirs: dict[str, Path], out_png: str | Path, curves: tuple[st
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
+
+
+def read_evaluation_point(metrics_json: str | Path, model: str = "") -> dict:
+    """One model's row of an apt-evaluate metrics.json; without `model`, the file's only generated model
+    (the reference rows, real data and its VAE round trip, are never picked on their own)."""
+    import json
+
+    path = Path(metrics_json)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such metrics.json (apt-evaluate --out writes one)")
+    models = json.loads(path.read_text())["models"]
+    if not model:
+        generated = [m for m in models if not m.startswith("real data")]
+        if len(generated) != 1:
+            raise ValueError(f"{path} holds {', '.join(models)}: name one as PATH:MODEL")
+        model = generated[0]
+    if model not in models:
+        raise ValueError(f"{path} has no model {model!r}; it holds {', '.join(models)}")
+    return models[model]
+
+
+def plot_evaluations(points: list[tuple[str, str, dict]], x: str, ys: tuple[str, ...], out_png: str | Path) -> Path:
+    """One panel per column of `ys` against column `x`: a dot per (group, label, metrics row), one colour
+    per group, each dot labelled: where runs sit on a trade-off is easier seen than read off tables."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for column in (x, *ys):
+        missing = [f"{group}/{label}" for group, label, row in points if not isinstance(row.get(column), (int, float))]
+        if missing:
+            raise ValueError(f"column {column!r} is not a number in {', '.join(missing)}")
+    groups = list(dict.fromkeys(group for group, _, _ in points))
+    fig, axes = plt.subplots(1, len(ys), figsize=(5.5 * len(ys), 4.5), squeeze=False)
+    for ax, y in zip(axes.flat, ys):
+        for group in groups:
+            mine = [(label, row) for g, label, row in points if g == group]
+            colour = f"C{groups.index(group) % 10}"
+            ax.scatter([row[x] for _, row in mine], [row[y] for _, row in mine], color=colour, label=group, s=22)
+            for label, row in mine:
+                ax.annotate(label, (row[x], row[y]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=110)
+    plt.close(fig)
+    return out_png

@@ -71,6 +71,40 @@ def test_plot_losses_writes_png(tmp_path):
         plot_losses({"none": tmp_path / "missing"}, tmp_path / "x.png")
 
 
+def test_plot_evaluations_script_places_each_model_and_refuses_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    row = lambda e, f: {"edge_sharpness_ratio": e, "frechet_distance": f, "same_digit_all_frames": 0.5}  # noqa: E731
+    for name, models in (("one", {"real data": row(1.0, 7.0), "run 1-step": row(0.62, 27.8)}),
+                         ("two", {"teacher 25-step": row(0.69, 38.4), "CD 1-step": row(0.66, 46.5)})):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"settings": {}, "models": models}))
+
+    def plot(*args):
+        return subprocess.run([sys.executable, str(root / "scripts" / "plot_evaluations.py"), *args,
+                               "--out", str(tmp_path / "fig.png")], capture_output=True, text=True, timeout=120)
+
+    ok = plot("--x", "edge_sharpness_ratio", "--y", "frechet_distance", "--y", "same_digit_all_frames",
+              f"APT/default={tmp_path / 'one' / 'metrics.json'}",  # the only generated model of the file
+              f"references/CD={tmp_path / 'two' / 'metrics.json'}:CD 1-step")
+    assert ok.returncode == 0, ok.stderr
+    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    one = tmp_path / "one" / "metrics.json"
+    for args, message in ((["--x", "edge_sharpness_ratio", "--y", "nonsense", f"a/b={one}"],
+                           "column 'nonsense' is not a number in a/b"),
+                          (["--x", "edge_sharpness_ratio", "--y", "frechet_distance",
+                            f"a/b={tmp_path / 'two' / 'metrics.json'}"], "name one as PATH:MODEL"),
+                          (["--x", "edge_sharpness_ratio", "--y", "frechet_distance", "no-group=x.json"],
+                           "expected GROUP/LABEL=METRICS_JSON"),
+                          (["--x", "edge_sharpness_ratio", "--y", "frechet_distance", "a/b=missing/metrics.json"],
+                           "no such metrics.json")):
+        bad = plot(*args)
+        assert bad.returncode == 2 and bad.stderr.startswith("error: ") and message in bad.stderr, bad.stderr
+        assert bad.stderr.count("\n") == 1
+
+
 def test_generator_two_step_is_deterministic(monkeypatch):
     import apt.run_folder
     from apt.toy.evaluation import ModelSpec, generate
