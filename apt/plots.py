@@ -15,11 +15,7 @@ CURVES = ("loss", "d_loss", "g_loss", "d_margin", "d_auc", "caption_auc", "d_rea
 
 def plot_losses(run_dirs: dict[str, Path], out_png: str | Path, curves: tuple[str, ...] = CURVES) -> Path:
     """One panel per logged quantity (of `curves`) against step, one line per run that logs it."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # headless; must precede pyplot
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     series = {}  # quantity -> {run name: (steps, values)}
     for name, run_dir in run_dirs.items():
         records = read_metrics(run_dir)
@@ -44,10 +40,25 @@ def plot_losses(run_dirs: dict[str, Path], out_png: str | Path, curves: tuple[st
         ax.legend(fontsize=8)
     for ax in list(axes.flat)[len(series):]:
         ax.axis("off")
+    return _save(fig, out_png, dpi=100)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_png: str | Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=dpi)
     plt.close(fig)
     return out_png
 
@@ -74,11 +85,7 @@ def read_evaluation_point(metrics_json: str | Path, model: str = "") -> dict:
 def plot_evaluations(points: list[tuple[str, str, dict]], x: str, ys: tuple[str, ...], out_png: str | Path) -> Path:
     """One panel per column of `ys` against column `x`: a dot per (group, label, metrics row), one colour
     per group, each dot labelled: where runs sit on a trade-off is easier seen than read off tables."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     for column in (x, *ys):
         missing = [f"{group}/{label}" for group, label, row in points if not isinstance(row.get(column), (int, float))]
         if missing:
@@ -96,9 +103,4 @@ def plot_evaluations(points: list[tuple[str, str, dict]], x: str, ys: tuple[str,
         ax.set_ylabel(y)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=110)
-    plt.close(fig)
-    return out_png
+    return _save(fig, out_png, dpi=110)
