@@ -24,8 +24,10 @@ from apt.toy.world import MovingDigits, ToyWorldConfig
 from apt.loading import load_components
 from apt.toy.components import TRANSFORMER_CONFIG, write_manifest
 from apt.toy.report import record
+from apt.toy.resume import BuildState
 
 SAMPLING_SHIFT = 3.0  # written into the folder's scheduler config
+STATE_FILE = ".teacher-build-state.pt"  # a round's progress until it is saved, for a re-run to resume
 
 
 def flow_matching_loss(model: WanBackbone, x0: torch.Tensor, text: torch.Tensor, generator=None) -> torch.Tensor:
@@ -38,9 +40,10 @@ def flow_matching_loss(model: WanBackbone, x0: torch.Tensor, text: torch.Tensor,
 def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: float = 5e-4,
                   num_videos: int = 6000, num_images: int = 1500, image_fraction: float = 0.2,
                   caption_dropout: float = 0.1, ema_decay: float = 0.999, seed: int = 0,
-                  continue_training: bool = False) -> WanBackbone:
+                  continue_training: bool = False, save_every: int = 200) -> WanBackbone:
     """continue_training: start from the folder's transformer/ (more steps on fresh clips) instead of
-    from scratch; the build report then records both rounds."""
+    from scratch; the build report then records both rounds. Progress is saved every save_every steps: after a
+    crash the same command resumes where it was (bit for bit)."""
     from diffusers import WanTransformer3DModel
 
     model_dir = Path(model_dir)
@@ -63,11 +66,24 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
     model.train()
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100) * (0.55 + 0.45 * math.cos(math.pi * s / steps)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / 100) * (0.55 + 0.45 * math.cos(math.pi * s / steps)))
     gen = torch.Generator().manual_seed(seed)
-    start, ema_loss = time.time(), None
-    bar = tqdm(range(steps), desc="toy teacher", dynamic_ncols=True)
-    for _ in bar:
+    start, ema_loss, done = time.time(), None, 0
+    progress = BuildState(model_dir / STATE_FILE, dict(
+        steps=steps, batch_size=batch_size, lr=lr, num_videos=num_videos, num_images=num_images,
+        image_fraction=image_fraction, caption_dropout=caption_dropout, ema_decay=ema_decay, seed=seed,
+        continue_training=continue_training), every=save_every)
+    saved = progress.load()
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        gen.set_state(saved["gen"])
+        done, ema_loss = saved["step"], saved["ema_loss"]
+    bar = tqdm(range(done, steps), initial=done, total=steps, desc="toy teacher", dynamic_ncols=True)
+    for step in bar:
         use_images = torch.rand((), generator=gen).item() < image_fraction
         x, table, rows = (imgs, img_table, img_rows) if use_images else (vids, vid_table, vid_rows)
         idx = torch.randint(len(x), (batch_size,), generator=gen)
@@ -85,8 +101,12 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
                 pe.lerp_(pm, 1 - ema_decay)
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema_loss:.4f}")
-    seconds = time.time() - start
+        progress.save_if_due(step + 1, lambda: dict(model=model.state_dict(), ema=ema.state_dict(),
+                                                    opt=opt.state_dict(), sched=sched.state_dict(),
+                                                    gen=gen.get_state(), ema_loss=ema_loss))
+    seconds = time.time() - start  # of this process: a resumed round's earlier part is not counted
     save_pipeline_folder(model_dir, ema.model, comps)
+    progress.finish()
     record(model_dir, "transformer", dict(steps=steps, batch_size=batch_size, lr=lr, num_videos=num_videos,
                                           num_images=num_images, caption_dropout=caption_dropout, ema_decay=ema_decay,
                                           seed=seed, encode_seconds=round(encode_seconds, 1), seconds=round(seconds, 1),

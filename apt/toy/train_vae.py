@@ -14,6 +14,7 @@ from tqdm import tqdm
 from apt.toy.world import MovingDigits
 from apt.toy.components import VAE_CONFIG
 from apt.toy.report import record
+from apt.toy.resume import BuildState
 
 
 def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
@@ -41,8 +42,8 @@ def reconstruction_loss(rec: torch.Tensor, video: torch.Tensor, foreground_weigh
     return (weight * (err.square() + err.abs())).mean() / weight.mean()
 
 
-def _batches(dataset, batch_size):
-    for start in range(0, len(dataset) - batch_size + 1, batch_size):
+def _batches(dataset, batch_size, first: int = 0):
+    for start in range(first * batch_size, len(dataset) - batch_size + 1, batch_size):
         yield torch.stack([dataset[i]["video"] for i in range(start, start + batch_size)])
 
 
@@ -114,12 +115,13 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
 
 
 def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8, lr: float = 3e-4,
-                         foreground_weight: float = 5.0, seed: int = 11) -> AutoencoderKLWan:
+                         foreground_weight: float = 5.0, seed: int = 11, save_every: int = 200) -> AutoencoderKLWan:
     """Train the decoder of model_dir's VAE further on fresh clips (seed `seed`), the encoder frozen.
 
     The latent space stays exactly as it was (encoder, latents_mean and latents_std untouched), so the
     teacher and every run trained on it stay valid: only how latents look as video changes. The
-    decoder learns from the encoder's posterior mode, the latent every stage trains on.
+    decoder learns from the encoder's posterior mode, the latent every stage trains on. Progress is
+    saved every save_every steps: after a crash the same command resumes where it was.
     """
     from apt import metrics
 
@@ -133,10 +135,19 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     sched = _cosine_with_warmup(opt, steps)
     data = MovingDigits("train", length=steps * batch_size, seed=seed)
-    start, ema_rec = time.time(), None
+    start, ema_rec, done = time.time(), None, 0
+    progress = BuildState(Path(model_dir) / ".vae-decoder-build-state.pt", dict(
+        steps=steps, batch_size=batch_size, lr=lr, foreground_weight=foreground_weight, seed=seed), every=save_every)
+    saved = progress.load()
+    if saved is not None:
+        vae.load_state_dict(saved["vae"])
+        opt.load_state_dict(saved["opt"])
+        sched.load_state_dict(saved["sched"])
+        done, ema_rec = saved["step"], saved["ema_rec"]
     vae.train()
-    bar = tqdm(_batches(data, batch_size), total=steps, desc="toy VAE decoder", dynamic_ncols=True)
-    for video in bar:
+    bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE decoder",
+               dynamic_ncols=True)
+    for step, video in enumerate(bar, done + 1):
         with torch.no_grad():
             z = vae.encode(video).latent_dist.mode()
         rec_loss = reconstruction_loss(decode_unclamped(vae, z), video, foreground_weight)
@@ -147,13 +158,16 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
         sched.step()
         ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
         bar.set_postfix(rec=f"{ema_rec:.4f}")
-    seconds = time.time() - start
+        progress.save_if_due(step, lambda: dict(vae=vae.state_dict(), opt=opt.state_dict(),
+                                                sched=sched.state_dict(), ema_rec=ema_rec))
+    seconds = time.time() - start  # of this process
 
     vae.eval()
     rec = round_trip(vae, held)
     mse, psnr = reconstruction_psnr(rec, held)
     vae.requires_grad_(True)
     vae.save_pretrained(Path(model_dir) / "vae")
+    progress.finish()
     record(model_dir, "vae_decoder_finetune", dict(
         steps=steps, batch_size=batch_size, lr=lr, foreground_weight=foreground_weight, seed=seed,
         seconds=round(seconds, 1), final_train_rec_loss=round(ema_rec, 5), heldout_psnr_db_before=round(psnr_before, 2),

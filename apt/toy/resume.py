@@ -1,0 +1,42 @@
+"""Crash-safe progress for the toy components' long trainings (the teacher's rounds run 25-45 minutes
+on a laptop CPU): a state file beside the folder's parts, written atomically every few hundred steps
+and read back by a re-run of the same command; a re-run with other settings is refused, naming them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+
+class BuildState:
+    def __init__(self, path: str | Path, settings: dict, every: int = 200):
+        self.path, self.every = Path(path), every
+        self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+    def load(self) -> dict | None:
+        """The saved state (with its 'step'), or None to start from scratch."""
+        if not self.path.is_file():
+            return None
+        state = torch.load(self.path, weights_only=True)
+        saved = state["settings"]
+        changed = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
+        if changed:
+            raise ValueError(f"{self.path} holds a build with other settings ({', '.join(changed)}): run it again "
+                             "with the same ones to resume, or delete the file to start over")
+        print(f"resuming {self.path} at step {state['step']}")
+        return state
+
+    def save_if_due(self, step: int, state) -> None:
+        """state() -> dict of what resumes the training after `step` steps; called only when due."""
+        if step % self.every:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        torch.save({**state(), "step": step, "settings": self.settings}, tmp)
+        os.replace(tmp, self.path)
+
+    def finish(self) -> None:
+        """The build is complete and saved: a later run starts over."""
+        self.path.unlink(missing_ok=True)
