@@ -49,18 +49,36 @@ def test_decoder_finetune_without_a_vae_is_refused(tmp_path, capsys):
     assert not (tmp_path / "nowhere").exists()  # refused before anything is written
 
 
-def test_a_crashed_teacher_round_resumes_bit_for_bit(tmp_path, monkeypatch):
-    import apt.toy.train_teacher as tt
+# (module, function, its loss function, parts copied from the shipped toy, weights compared, tiny settings)
+BUILDS = {
+    "teacher round": ("apt.toy.train_teacher", "train_teacher", "flow_matching_loss",
+                      ("vae", "text_encoder", "tokenizer"), "transformer/diffusion_pytorch_model.safetensors",
+                      dict(num_videos=4, num_images=2)),
+    "VAE decoder fine-tune": ("apt.toy.train_vae", "finetune_vae_decoder", "reconstruction_loss", ("vae",),
+                              "vae/diffusion_pytorch_model.safetensors", {}),
+    # from scratch: its posterior samples draw from torch's global generator, which is saved too
+    "VAE": ("apt.toy.train_vae", "train_vae", "reconstruction_loss", (), "vae/diffusion_pytorch_model.safetensors",
+            {}),
+}
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_a_crashed_build_resumes_bit_for_bit(build, tmp_path, monkeypatch):
+    import importlib
+
     from safetensors.torch import load_file
 
+    module_name, function, loss_name, parts, weights, extra = BUILDS[build]
+    module = importlib.import_module(module_name)
+    train = getattr(module, function)
     for folder in ("straight", "crashed"):
-        for part in ("vae", "text_encoder", "tokenizer"):
+        for part in parts:
             shutil.copytree(TOY_MODEL_DIR / part, tmp_path / folder / part)
-    tiny = dict(steps=5, batch_size=2, num_videos=4, num_images=2, save_every=2)
-    tt.train_teacher(tmp_path / "straight", **tiny)
-    assert not (tmp_path / "straight" / tt.STATE_FILE).exists()  # a finished round leaves no state
+    tiny = dict(steps=5, batch_size=2, save_every=2, **extra)
+    train(tmp_path / "straight", **tiny)
+    assert not list((tmp_path / "straight").glob(".*-build-state.pt"))  # a finished build leaves no state
 
-    real_loss, calls = tt.flow_matching_loss, []
+    real_loss, calls = getattr(module, loss_name), []
 
     def crash_at_step_4(*args, **kwargs):
         calls.append(1)
@@ -68,46 +86,17 @@ def test_a_crashed_teacher_round_resumes_bit_for_bit(tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated crash")
         return real_loss(*args, **kwargs)
 
-    monkeypatch.setattr(tt, "flow_matching_loss", crash_at_step_4)
+    monkeypatch.setattr(module, loss_name, crash_at_step_4)
     with pytest.raises(KeyboardInterrupt):
-        tt.train_teacher(tmp_path / "crashed", **tiny)
-    assert torch.load(tmp_path / "crashed" / tt.STATE_FILE, weights_only=True)["step"] == 2
+        train(tmp_path / "crashed", **tiny)
+    (state,) = (tmp_path / "crashed").glob(".*-build-state.pt")
+    assert torch.load(state, weights_only=True)["step"] == 2
     with pytest.raises(ValueError, match=r"other settings \(lr\)"):
-        tt.train_teacher(tmp_path / "crashed", **{**tiny, "lr": 1e-3})
+        train(tmp_path / "crashed", **{**tiny, "lr": 2e-4})  # every default is another
     resumed_calls = []
-    monkeypatch.setattr(tt, "flow_matching_loss", lambda *a, **k: resumed_calls.append(1) or real_loss(*a, **k))
-    tt.train_teacher(tmp_path / "crashed", **tiny)
+    monkeypatch.setattr(module, loss_name, lambda *a, **k: resumed_calls.append(1) or real_loss(*a, **k))
+    train(tmp_path / "crashed", **tiny)
     assert len(resumed_calls) == 3  # steps 3 to 5: the first two were read back
-    weights = "transformer/diffusion_pytorch_model.safetensors"
     a, b = load_file(tmp_path / "straight" / weights), load_file(tmp_path / "crashed" / weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not (tmp_path / "crashed" / tt.STATE_FILE).exists()
-
-
-def test_a_crashed_decoder_finetune_resumes_bit_for_bit(tmp_path, monkeypatch):
-    import apt.toy.train_vae as tv
-    from safetensors.torch import load_file
-
-    for folder in ("straight", "crashed"):
-        shutil.copytree(TOY_MODEL_DIR / "vae", tmp_path / folder / "vae")
-    tiny = dict(steps=5, batch_size=2, save_every=2)
-    tv.finetune_vae_decoder(tmp_path / "straight", **tiny)
-    real_loss, calls = tv.reconstruction_loss, []
-
-    def crash_at_step_4(*args):
-        calls.append(1)
-        if len(calls) == 4:
-            raise KeyboardInterrupt("simulated crash")
-        return real_loss(*args)
-
-    monkeypatch.setattr(tv, "reconstruction_loss", crash_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
-        tv.finetune_vae_decoder(tmp_path / "crashed", **tiny)
-    resumed_calls = []
-    monkeypatch.setattr(tv, "reconstruction_loss", lambda *a: resumed_calls.append(1) or real_loss(*a))
-    tv.finetune_vae_decoder(tmp_path / "crashed", **tiny)
-    assert len(resumed_calls) == 3  # steps 3 to 5
-    weights = "vae/diffusion_pytorch_model.safetensors"
-    a, b = load_file(tmp_path / "straight" / weights), load_file(tmp_path / "crashed" / weights)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not list((tmp_path / "crashed").glob(".*state*"))
+    assert not state.exists()

@@ -33,6 +33,7 @@ class BuildState:
         """state() -> dict of what resumes the training after `step` steps; called only when due."""
         if step % self.every:
             return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         torch.save({**state(), "step": step, "settings": self.settings}, tmp)
         os.replace(tmp, self.path)

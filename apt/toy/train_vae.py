@@ -76,17 +76,36 @@ def _cosine_with_warmup(opt, steps: int):
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
 
 
+def _resume(progress: BuildState, vae, opt, sched) -> tuple[float | None, int]:
+    """(smoothed loss, steps done) of a saved build, its weights, optimiser, schedule and global RNG
+    restored; (None, 0) when there is none."""
+    saved = progress.load()
+    if saved is None:
+        return None, 0
+    vae.load_state_dict(saved["vae"])
+    opt.load_state_dict(saved["opt"])
+    sched.load_state_dict(saved["sched"])
+    if "rng" in saved:
+        torch.set_rng_state(saved["rng"])
+    return saved["ema_rec"], saved["step"]
+
+
 def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float = 1e-3, kl_weight: float = 1e-5,
-              foreground_weight: float = 5.0, seed: int = 0) -> AutoencoderKLWan:
+              foreground_weight: float = 5.0, seed: int = 0, save_every: int = 200) -> AutoencoderKLWan:
+    """The toy VAE from scratch. Progress is saved every save_every steps (the posterior samples draw
+    from torch's global generator, saved with it): after a crash the same command resumes where it was."""
     torch.manual_seed(seed)
     z = VAE_CONFIG["z_dim"]
     vae = AutoencoderKLWan(**VAE_CONFIG, latents_mean=[0.0] * z, latents_std=[1.0] * z)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
     sched = _cosine_with_warmup(opt, steps)
     data = MovingDigits("train", length=steps * batch_size, seed=seed)
-    start, ema_rec = time.time(), None
-    bar = tqdm(_batches(data, batch_size), total=steps, desc="toy VAE", dynamic_ncols=True)
-    for video in bar:
+    progress = BuildState(Path(model_dir) / ".vae-build-state.pt", dict(
+        steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight, foreground_weight=foreground_weight,
+        seed=seed), every=save_every)
+    start, (ema_rec, done) = time.time(), _resume(progress, vae, opt, sched)
+    bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE", dynamic_ncols=True)
+    for step, video in enumerate(bar, done + 1):
         post = vae.encode(video).latent_dist
         rec = decode_unclamped(vae, post.sample())
         rec_loss = reconstruction_loss(rec, video, foreground_weight)
@@ -99,7 +118,9 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
         sched.step()
         ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
         bar.set_postfix(rec=f"{ema_rec:.4f}", kl=f"{kl.item():.3f}")
-    seconds = time.time() - start
+        progress.save_if_due(step, lambda: dict(vae=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                                                ema_rec=ema_rec, rng=torch.get_rng_state()))
+    seconds = time.time() - start  # of this process
 
     vae.eval()
     clips = heldout_clips(seed + 1)
@@ -107,6 +128,7 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
     mean, std = latent_statistics(vae, clips)
     vae.register_to_config(latents_mean=mean, latents_std=std)
     vae.save_pretrained(Path(model_dir) / "vae")
+    progress.finish()
     record(model_dir, "vae", dict(steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight, foreground_weight=foreground_weight, seed=seed,
                                   seconds=round(seconds, 1), final_train_rec_loss=round(ema_rec, 5),
                                   heldout_mse=round(mse, 5), heldout_psnr_db=round(psnr, 2),
@@ -135,15 +157,9 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
     opt = torch.optim.AdamW(trained, lr=lr, weight_decay=0.0)
     sched = _cosine_with_warmup(opt, steps)
     data = MovingDigits("train", length=steps * batch_size, seed=seed)
-    start, ema_rec, done = time.time(), None, 0
     progress = BuildState(Path(model_dir) / ".vae-decoder-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, foreground_weight=foreground_weight, seed=seed), every=save_every)
-    saved = progress.load()
-    if saved is not None:
-        vae.load_state_dict(saved["vae"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        done, ema_rec = saved["step"], saved["ema_rec"]
+    start, (ema_rec, done) = time.time(), _resume(progress, vae, opt, sched)
     vae.train()
     bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE decoder",
                dynamic_ncols=True)
