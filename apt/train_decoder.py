@@ -12,9 +12,7 @@ bit-exactly (other settings are refused).
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from apt.build_state import BuildState
 from apt.fast_decoder import FastDecoder, config_for_vae
 
 STATE = "train_state.pt"
@@ -74,14 +73,6 @@ def random_windows(latents: torch.Tensor, crop: int, g: torch.Generator) -> torc
     return torch.stack(out)
 
 
-def save_state(path: Path, model, opt, sched, step: int, g: torch.Generator, losses: list[float],
-               settings: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(), "step": step,
-                "rng": g.get_state(), "losses": losses, "settings": json.dumps(settings, sort_keys=True)}, tmp)
-    os.replace(tmp, path)
-
-
 def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: DecoderTraining,
                        source: str = "", progress: bool = True, device=None) -> dict:
     """Train on `latents` (N, C, T, h, w), normalised; writes <out>/config.json, model.safetensors,
@@ -100,20 +91,14 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
     g = torch.Generator().manual_seed(cfg.seed)
     start, losses = 0, []
     settings = {**asdict(cfg), "clips_given": len(latents), "source": source}
-    state_path = out / STATE
-    if state_path.is_file():
-        state = torch.load(state_path, weights_only=True, map_location=next(model.parameters()).device)
-        saved, current = json.loads(state.get("settings", "{}")), json.loads(json.dumps(settings))
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if changed:
-            raise ValueError(f"{state_path} was written with other settings ({', '.join(changed)}): run again "
-                             "with the same ones to resume, or delete it (or pick another --out) to start over")
+    progress = BuildState(out / STATE, settings, every=cfg.save_every)
+    state = progress.load(map_location=next(model.parameters()).device)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         start, losses = state["step"], list(state["losses"])
         g.set_state(state["rng"].cpu())
         sched.load_state_dict(state["sched"])
-        print(f"resuming {state_path} at step {start}")
     train_n = len(latents) - cfg.holdout
     if cfg.latent_noise > 0:
         # generators' latents lie near the data's, not on it: a noised copy, decoded by the VAE too,
@@ -143,8 +128,10 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         sched.step()
         losses.append(round(loss.item(), 6))
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
-        if (step + 1) % cfg.save_every == 0 and step + 1 < cfg.steps:
-            save_state(state_path, model, opt, sched, step + 1, g, losses, settings)
+        if step + 1 < cfg.steps:  # the last step's state would be deleted at once
+            progress.save_if_due(step + 1, lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
+                                                    "sched": sched.state_dict(), "rng": g.get_state(),
+                                                    "losses": losses})
     seconds = time.perf_counter() - tick
     model.eval()
     with torch.no_grad():
@@ -159,5 +146,5 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         }
     model.save(out, report)
     (out / "losses.txt").write_text("\n".join(map(str, losses)) + "\n")
-    state_path.unlink(missing_ok=True)
+    progress.finish()
     return report

@@ -24,7 +24,7 @@ from apt.toy.world import MovingDigits, ToyWorldConfig
 from apt.loading import load_components
 from apt.toy.components import TRANSFORMER_CONFIG, write_manifest
 from apt.toy.report import record
-from apt.toy.resume import BuildState
+from apt.build_state import BuildState
 
 SAMPLING_SHIFT = 3.0  # written into the folder's scheduler config
 STATE_FILE = ".teacher-build-state.pt"  # a round's progress until it is saved, for a re-run to resume

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from apt.toy.world import MovingDigits
 from apt.toy.components import VAE_CONFIG
 from apt.toy.report import record
-from apt.toy.resume import BuildState
+from apt.build_state import BuildState
 
 
 def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
@@ -148,9 +148,9 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
     from apt import metrics
 
     vae = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae")
-    trained = [p for n, p in vae.named_parameters() if n.startswith(("decoder.", "post_quant_conv."))]
     for n, p in vae.named_parameters():
         p.requires_grad_(n.startswith(("decoder.", "post_quant_conv.")))
+    trained = [p for p in vae.parameters() if p.requires_grad]
     held = heldout_clips(1)
     vae.eval()
     psnr_before = reconstruction_psnr(round_trip(vae, held), held)[1]

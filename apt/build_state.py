@@ -1,6 +1,6 @@
-"""Crash-safe progress for the toy components' long trainings (the teacher's rounds run 25-45 minutes
-on a laptop CPU): a state file beside the folder's parts, written atomically every few hundred steps
-and read back by a re-run of the same command; a re-run with other settings is refused, naming them."""
+"""Crash-safe progress of a long single-process training (the fast decoder's, the toy components'): a
+state file written atomically every few hundred steps and read back by a re-run of the same command;
+a re-run with other settings is refused, naming them. (The stages' runs have apt/checkpoint.py.)"""
 
 from __future__ import annotations
 
@@ -16,12 +16,14 @@ class BuildState:
         self.path, self.every = Path(path), every
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
 
-    def load(self) -> dict | None:
+    def load(self, map_location=None) -> dict | None:
         """The saved state (with its 'step'), or None to start from scratch."""
         if not self.path.is_file():
             return None
-        state = torch.load(self.path, weights_only=True)
+        state = torch.load(self.path, weights_only=True, map_location=map_location)
         saved = state["settings"]
+        if isinstance(saved, str):  # the fast decoder's states before this class kept them as JSON text
+            saved = json.loads(saved)
         changed = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
         if changed:
             raise ValueError(f"{self.path} holds a build with other settings ({', '.join(changed)}): run it again "
