@@ -68,6 +68,8 @@ def read_evaluation_point(metrics_json: str | Path, model: str = "") -> dict:
     (the reference rows, real data and its VAE round trip, are never picked on their own)."""
     import json
 
+    from apt.config import ConfigError
+
     path = Path(metrics_json)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such metrics.json (apt-evaluate --out writes one)")
@@ -75,21 +77,23 @@ def read_evaluation_point(metrics_json: str | Path, model: str = "") -> dict:
     if not model:
         generated = [m for m in models if not m.startswith("real data")]
         if len(generated) != 1:
-            raise ValueError(f"{path} holds {', '.join(models)}: name one as PATH:MODEL")
+            raise ConfigError(f"{path} holds {', '.join(models)}: name one as PATH:MODEL")
         model = generated[0]
     if model not in models:
-        raise ValueError(f"{path} has no model {model!r}; it holds {', '.join(models)}")
+        raise ConfigError(f"{path} has no model {model!r}; it holds {', '.join(models)}")
     return models[model]
 
 
 def plot_evaluations(points: list[tuple[str, str, dict]], x: str, ys: tuple[str, ...], out_png: str | Path) -> Path:
     """One panel per column of `ys` against column `x`: a dot per (group, label, metrics row), one colour
     per group, each dot labelled: where runs sit on a trade-off is easier seen than read off tables."""
+    from apt.config import ConfigError
+
     plt = _pyplot()
     for column in (x, *ys):
         missing = [f"{group}/{label}" for group, label, row in points if not isinstance(row.get(column), (int, float))]
         if missing:
-            raise ValueError(f"column {column!r} is not a number in {', '.join(missing)}")
+            raise ConfigError(f"column {column!r} is not a number in {', '.join(missing)}")
     groups = list(dict.fromkeys(group for group, _, _ in points))
     fig, axes = plt.subplots(1, len(ys), figsize=(5.5 * len(ys), 4.5), squeeze=False)
     for ax, y in zip(axes.flat, ys):

@@ -21,7 +21,9 @@ def parse_point(text: str) -> tuple[str, str, str, str]:
     name, sep, where = text.partition("=")
     group, slash, label = name.partition("/")
     if not (sep and slash and group and label and where):
-        raise ValueError(f"{text!r}: expected GROUP/LABEL=METRICS_JSON[:MODEL]")
+        from apt.config import ConfigError
+
+        raise ConfigError(f"{text!r}: expected GROUP/LABEL=METRICS_JSON[:MODEL]")
     path, colon, model = where.partition(".json:")
     return group, label, path + ".json" if colon else where, model
 
@@ -33,17 +35,17 @@ def main(argv=None) -> int:
     parser.add_argument("--y", action="append", required=True, help="a column on a vertical axis (repeat)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
+    from apt.command import run_command
     from apt.plots import plot_evaluations, read_evaluation_point
 
-    try:
+    def plot():
         points = []
         for text in args.points:
             group, label, path, model = parse_point(text)
             points.append((group, label, read_evaluation_point(path, model)))
-        print(plot_evaluations(points, args.x, tuple(args.y), args.out))
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return plot_evaluations(points, args.x, tuple(args.y), args.out)
+
+    print(run_command(plot))  # a bad point, column or path: one line, exit status 2
     return 0
 
 
