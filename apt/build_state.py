@@ -1,6 +1,10 @@
 """Crash-safe progress of a long single-process training (the fast decoder's, the toy components'): a
 state file written atomically every few hundred steps and read back by a re-run of the same command;
-a re-run with other settings is refused, naming them. (The stages' runs have apt/checkpoint.py.)"""
+a re-run with other settings is refused, naming them. (The stages' runs have apt/checkpoint.py.)
+
+A training's state is its stateful parts (modules, optimisers, schedulers, torch or numpy generators:
+`snapshot` / `restore`), torch's global RNG (dropout and samplers draw from it) and whatever running
+values it logs; a resumed run then continues bit for bit."""
 
 from __future__ import annotations
 
@@ -40,6 +44,32 @@ class BuildState:
         torch.save({**state(), "step": step, "settings": self.settings}, tmp)
         os.replace(tmp, self.path)
 
+    @staticmethod
+    def snapshot(parts: dict) -> dict:
+        """The state of each part, and torch's global RNG (as "rng")."""
+        return {**{name: _state_of(part) for name, part in parts.items()}, "rng": torch.get_rng_state()}
+
+    @staticmethod
+    def restore(saved: dict, parts: dict) -> None:
+        """Each part, and torch's global RNG where the state has it, as `snapshot` saved them."""
+        for name, part in parts.items():
+            if isinstance(part, torch.Generator):
+                part.set_state(saved[name])
+            elif hasattr(part, "bit_generator"):  # numpy.random.Generator
+                part.bit_generator.state = saved[name]
+            else:
+                part.load_state_dict(saved[name])
+        if "rng" in saved:
+            torch.set_rng_state(saved["rng"])
+
     def finish(self) -> None:
         """The build is complete and saved: a later run starts over."""
         self.path.unlink(missing_ok=True)
+
+
+def _state_of(part):
+    if isinstance(part, torch.Generator):
+        return part.get_state()
+    if hasattr(part, "bit_generator"):  # numpy.random.Generator: a dict of ints
+        return part.bit_generator.state
+    return part.state_dict()

@@ -54,9 +54,10 @@ def psnr(out: torch.Tensor, target: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def decode_pool(vae, latents: torch.Tensor, batch_size: int, desc: str = "VAE decode (targets)") -> torch.Tensor:
+def decode_pool(vae, latents: torch.Tensor, batch_size: int, desc: str = "VAE decode (targets)",
+                show_progress: bool = True) -> torch.Tensor:
     out = []
-    for start in tqdm(range(0, len(latents), batch_size), desc=desc, dynamic_ncols=True):
+    for start in tqdm(range(0, len(latents), batch_size), desc=desc, dynamic_ncols=True, disable=not show_progress):
         out.append(vae.decode(latents[start : start + batch_size]).half())
     return torch.cat(out)
 
@@ -76,7 +77,7 @@ def random_windows(latents: torch.Tensor, crop: int, g: torch.Generator) -> torc
 def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: DecoderTraining,
                        source: str = "", progress: bool = True, device=None) -> dict:
     """Train on `latents` (N, C, T, h, w), normalised; writes <out>/config.json, model.safetensors,
-    report.json; returns the report."""
+    report.json; returns the report. progress: show the progress bars."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if len(latents) <= cfg.holdout + cfg.batch_size:
@@ -91,8 +92,8 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
     g = torch.Generator().manual_seed(cfg.seed)
     start, losses = 0, []
     settings = {**asdict(cfg), "clips_given": len(latents), "source": source}
-    progress = BuildState(out / STATE, settings, every=cfg.save_every)
-    state = progress.load(map_location=next(model.parameters()).device)
+    resume = BuildState(out / STATE, settings, every=cfg.save_every)  # not `progress`: the bar's switch
+    state = resume.load(map_location=next(model.parameters()).device)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -111,7 +112,7 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         train_n *= 2
     if cfg.crop:
         latents = random_windows(latents, cfg.crop, torch.Generator().manual_seed(cfg.seed + 2))
-    targets = decode_pool(vae, latents, cfg.batch_size)
+    targets = decode_pool(vae, latents, cfg.batch_size, show_progress=progress)
     tick = time.perf_counter()
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="fast decoder", dynamic_ncols=True,
                disable=not progress)
@@ -129,9 +130,9 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         losses.append(round(loss.item(), 6))
         bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.4f}")
         if step + 1 < cfg.steps:  # the last step's state would be deleted at once
-            progress.save_if_due(step + 1, lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
-                                                    "sched": sched.state_dict(), "rng": g.get_state(),
-                                                    "losses": losses})
+            resume.save_if_due(step + 1, lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
+                                                  "sched": sched.state_dict(), "rng": g.get_state(),
+                                                  "losses": losses})
     seconds = time.perf_counter() - tick
     model.eval()
     with torch.no_grad():
@@ -146,5 +147,5 @@ def train_fast_decoder(vae, latents: torch.Tensor, out: str | Path, cfg: Decoder
         }
     model.save(out, report)
     (out / "losses.txt").write_text("\n".join(map(str, losses)) + "\n")
-    progress.finish()
+    resume.finish()
     return report

@@ -92,7 +92,7 @@ def test_fast_decoder_training_learns_and_resumes_bit_exactly(tiny_model_dir, tm
                               progress=False)
 
 
-def test_fast_decoder_trains_on_latent_windows(tiny_model_dir, tmp_path):
+def test_fast_decoder_trains_on_latent_windows(tiny_model_dir, tmp_path, capsys):
     import apt.train_decoder as td
 
     vae, latents = _tiny_vae_and_latents(tiny_model_dir)
@@ -102,6 +102,8 @@ def test_fast_decoder_trains_on_latent_windows(tiny_model_dir, tmp_path):
     cfg = td.DecoderTraining(steps=3, batch_size=4, holdout=8, crop=2, channels=(8, 4), blocks=1)
     report = td.train_fast_decoder(vae, latents, tmp_path / "fd", cfg, progress=False)
     assert report["crop"] == 2 and FastDecoder.load(tmp_path / "fd")(latents[:1]).shape[-2:] == (16, 16)
+    err = capsys.readouterr().err
+    assert "fast decoder" not in err and "VAE decode" not in err  # progress=False: no progress bars
 
 
 def test_fast_decoder_learns_wan22s_patchified_vae(tmp_path):

@@ -1,5 +1,5 @@
-"""Building the toy components: the teacher's rounds resume after a crash; build_toy --component
-vae-decoder trains the VAE's decoder further with its latent space kept."""
+"""Building the toy components: every build resumes after a crash; build_toy --component vae-decoder
+trains the VAE's decoder further with its latent space kept."""
 
 import importlib.util
 import json
@@ -49,16 +49,23 @@ def test_decoder_finetune_without_a_vae_is_refused(tmp_path, capsys):
     assert not (tmp_path / "nowhere").exists()  # refused before anything is written
 
 
-# (module, function, its loss function, parts copied from the shipped toy, weights compared, tiny settings)
+# (module, function, its loss function and how often it is called after training, parts copied from the
+# shipped toy, weights compared, tiny settings)
 BUILDS = {
-    "teacher round": ("apt.toy.train_teacher", "train_teacher", "flow_matching_loss",
+    "teacher round": ("apt.toy.train_teacher", "train_teacher", "flow_matching_loss", 0,
                       ("vae", "text_encoder", "tokenizer"), "transformer/diffusion_pytorch_model.safetensors",
                       dict(num_videos=4, num_images=2)),
-    "VAE decoder fine-tune": ("apt.toy.train_vae", "finetune_vae_decoder", "reconstruction_loss", ("vae",),
+    "VAE decoder fine-tune": ("apt.toy.train_vae", "finetune_vae_decoder", "reconstruction_loss", 0, ("vae",),
                               "vae/diffusion_pytorch_model.safetensors", {}),
     # from scratch: its posterior samples draw from torch's global generator, which is saved too
-    "VAE": ("apt.toy.train_vae", "train_vae", "reconstruction_loss", (), "vae/diffusion_pytorch_model.safetensors",
+    "VAE": ("apt.toy.train_vae", "train_vae", "reconstruction_loss", 0, (), "vae/diffusion_pytorch_model.safetensors",
             {}),
+    # captions from a numpy generator, dropout from torch's global one; the held-out probes call the loss once
+    "text encoder": ("apt.toy.train_text", "train_text_encoder", "_loss_and_acc", 1, (),
+                     "text_encoder/model.safetensors", {}),
+    "alignment reward": ("apt.toy.train_reward", "train_reward", "contrastive_loss", 0, (), "model.safetensors", {}),
+    "evaluator": ("apt.toy.train_evaluator", "train_evaluator", "classification_loss", 0, (), "model.safetensors",
+                  dict(held_out=8, reader_clips=4)),
 }
 
 
@@ -68,7 +75,7 @@ def test_a_crashed_build_resumes_bit_for_bit(build, tmp_path, monkeypatch):
 
     from safetensors.torch import load_file
 
-    module_name, function, loss_name, parts, weights, extra = BUILDS[build]
+    module_name, function, loss_name, calls_after, parts, weights, extra = BUILDS[build]
     module = importlib.import_module(module_name)
     train = getattr(module, function)
     for folder in ("straight", "crashed"):
@@ -96,7 +103,7 @@ def test_a_crashed_build_resumes_bit_for_bit(build, tmp_path, monkeypatch):
     resumed_calls = []
     monkeypatch.setattr(module, loss_name, lambda *a, **k: resumed_calls.append(1) or real_loss(*a, **k))
     train(tmp_path / "crashed", **tiny)
-    assert len(resumed_calls) == 3  # steps 3 to 5: the first two were read back
+    assert len(resumed_calls) == 3 + calls_after  # steps 3 to 5: the first two were read back
     a, b = load_file(tmp_path / "straight" / weights), load_file(tmp_path / "crashed" / weights)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not state.exists()

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from apt.build_state import BuildState
 from apt.toy.world import MovingDigits
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, ClipEvaluator, save_evaluator, score_clips
 
@@ -80,8 +81,16 @@ def vae_reconstructions(videos: torch.Tensor) -> torch.Tensor:
     return torch.cat([vae.decode(vae.encode(c)) for c in videos.split(32)])
 
 
+def classification_loss(model: ClipEvaluator, videos: torch.Tensor, items: list[dict]) -> torch.Tensor:
+    """The sum over the heads (digit, colour, direction) of their cross-entropies."""
+    logits, _ = model(videos)
+    return sum(F.cross_entropy(logits[k], torch.tensor([it[k] for it in items])) for k in HEADS)
+
+
 def train_evaluator(out_dir: Path = EVALUATOR_DIR, steps: int = 600, batch_size: int = 64, lr: float = 3e-3,
-                    seed: int = 0, held_out: int = 1000, reader_clips: int = 300) -> dict:
+                    seed: int = 0, held_out: int = 1000, reader_clips: int = 300, save_every: int = 200) -> dict:
+    """The evaluator from scratch, then its held-out report. Progress is saved every save_every steps: after a
+    crash the same command resumes where it was."""
     torch.manual_seed(seed)
     model = ClipEvaluator()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -90,23 +99,31 @@ def train_evaluator(out_dir: Path = EVALUATOR_DIR, steps: int = 600, batch_size:
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     data = MovingDigits("train", length=steps * batch_size, seed=seed)  # fresh clips every step
     aug_gen = torch.Generator().manual_seed(seed)
-    start, smoothed = time.time(), None
-    bar = tqdm(range(steps), desc="evaluator", dynamic_ncols=True)
+    parts = dict(model=model, opt=opt, sched=sched, augmentation=aug_gen)
+    progress = BuildState(Path(out_dir) / ".evaluator-build-state.pt", dict(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed), every=save_every)
+    saved, done, smoothed = progress.load(), 0, None
+    if saved is not None:
+        progress.restore(saved, parts)
+        done, smoothed = saved["step"], saved["smoothed"]
+    start = time.time()
+    bar = tqdm(range(done, steps), initial=done, total=steps, desc="evaluator", dynamic_ncols=True)
     for step in bar:
         items = [data[i] for i in range(step * batch_size, (step + 1) * batch_size)]
         videos = augment(torch.stack([it["video"] for it in items]), aug_gen)
-        logits, _ = model(videos)
-        loss = sum(F.cross_entropy(logits[k], torch.tensor([it[k] for it in items])) for k in HEADS)
+        loss = classification_loss(model, videos, items)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         smoothed = loss.item() if smoothed is None else 0.95 * smoothed + 0.05 * loss.item()
         bar.set_postfix(loss=f"{smoothed:.4f}")
-    seconds = time.time() - start
+        progress.save_if_due(step + 1, lambda: {**progress.snapshot(parts), "smoothed": smoothed})
+    seconds = time.time() - start  # of this process
 
     model.eval().requires_grad_(False)
     save_evaluator(model, out_dir)
+    progress.finish()
     videos, labels = clips_and_labels("eval", held_out, HELD_OUT_SEED)
     sigma = torch.full((len(videos),), 1.0)
     sub, sub_labels = videos[:reader_clips], {k: v[:reader_clips] for k, v in labels.items()}

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from apt.build_state import BuildState
 from apt.toy.reward import REWARD_DIR, ToyAlignmentModel, save_reward_model
 from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES, MovingDigits, caption
 
@@ -67,7 +68,9 @@ def retrieval_accuracy(model: ToyAlignmentModel, n: int = 500, seed: int = HELD_
 
 
 def train_reward(out_dir: Path = REWARD_DIR, steps: int = 1500, batch_size: int = 64, lr: float = 2e-3,
-                 seed: int = REWARD_SEED) -> dict:
+                 seed: int = REWARD_SEED, save_every: int = 200) -> dict:
+    """The toy alignment reward from scratch. Progress is saved every save_every steps: after a crash the same
+    command resumes where it was."""
     torch.manual_seed(seed)
     model = ToyAlignmentModel()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -75,8 +78,15 @@ def train_reward(out_dir: Path = REWARD_DIR, steps: int = 1500, batch_size: int 
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
     data = MovingDigits("train", length=steps * batch_size, seed=seed)  # fresh clips every step
     aug = torch.Generator().manual_seed(seed)
-    start, smoothed = time.time(), None
-    bar = tqdm(range(steps), desc="toy reward", dynamic_ncols=True)
+    parts = dict(model=model, opt=opt, sched=sched, augmentation=aug)
+    progress = BuildState(Path(out_dir) / ".reward-build-state.pt", dict(
+        steps=steps, batch_size=batch_size, lr=lr, seed=seed), every=save_every)
+    saved, done, smoothed = progress.load(), 0, None
+    if saved is not None:
+        progress.restore(saved, parts)
+        done, smoothed = saved["step"], saved["smoothed"]
+    start = time.time()
+    bar = tqdm(range(done, steps), initial=done, total=steps, desc="toy reward", dynamic_ncols=True)
     for step in bar:
         items = [data[i] for i in range(step * batch_size, (step + 1) * batch_size)]
         videos = soften(torch.stack([it["video"] for it in items]), aug)
@@ -87,9 +97,11 @@ def train_reward(out_dir: Path = REWARD_DIR, steps: int = 1500, batch_size: int 
         sched.step()
         smoothed = loss.item() if smoothed is None else 0.95 * smoothed + 0.05 * loss.item()
         bar.set_postfix(loss=f"{smoothed:.4f}")
-    seconds = time.time() - start
+        progress.save_if_due(step + 1, lambda: {**progress.snapshot(parts), "smoothed": smoothed})
+    seconds = time.time() - start  # of this process
     model.eval().requires_grad_(False)
     save_reward_model(model, out_dir)
+    progress.finish()
     report = {
         "parameters": sum(p.numel() for p in model.parameters()), "steps": steps, "batch_size": batch_size,
         "lr": lr, "seed": seed, "split": "train", "train_seconds": round(seconds, 1),

@@ -74,13 +74,10 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
         steps=steps, batch_size=batch_size, lr=lr, num_videos=num_videos, num_images=num_images,
         image_fraction=image_fraction, caption_dropout=caption_dropout, ema_decay=ema_decay, seed=seed,
         continue_training=continue_training), every=save_every)
+    parts = dict(model=model, ema=ema, opt=opt, sched=sched, gen=gen)
     saved = progress.load()
     if saved is not None:
-        model.load_state_dict(saved["model"])
-        ema.load_state_dict(saved["ema"])
-        opt.load_state_dict(saved["opt"])
-        sched.load_state_dict(saved["sched"])
-        gen.set_state(saved["gen"])
+        progress.restore(saved, parts)
         done, ema_loss = saved["step"], saved["ema_loss"]
     bar = tqdm(range(done, steps), initial=done, total=steps, desc="toy teacher", dynamic_ncols=True)
     for step in bar:
@@ -101,9 +98,7 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
                 pe.lerp_(pm, 1 - ema_decay)
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
         bar.set_postfix(loss=f"{ema_loss:.4f}")
-        progress.save_if_due(step + 1, lambda: dict(model=model.state_dict(), ema=ema.state_dict(),
-                                                    opt=opt.state_dict(), sched=sched.state_dict(),
-                                                    gen=gen.get_state(), ema_loss=ema_loss))
+        progress.save_if_due(step + 1, lambda: {**progress.snapshot(parts), "ema_loss": ema_loss})
     seconds = time.time() - start  # of this process: a resumed round's earlier part is not counted
     save_pipeline_folder(model_dir, ema.model, comps)
     progress.finish()

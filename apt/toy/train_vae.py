@@ -76,17 +76,13 @@ def _cosine_with_warmup(opt, steps: int):
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
 
 
-def _resume(progress: BuildState, vae, opt, sched) -> tuple[float | None, int]:
-    """(smoothed loss, steps done) of a saved build, its weights, optimiser, schedule and global RNG
-    restored; (None, 0) when there is none."""
+def _resume(progress: BuildState, parts: dict) -> tuple[float | None, int]:
+    """(smoothed loss, steps done) of a saved build, its parts and torch's global RNG restored; (None, 0)
+    when there is none."""
     saved = progress.load()
     if saved is None:
         return None, 0
-    vae.load_state_dict(saved["vae"])
-    opt.load_state_dict(saved["opt"])
-    sched.load_state_dict(saved["sched"])
-    if "rng" in saved:
-        torch.set_rng_state(saved["rng"])
+    progress.restore(saved, parts)
     return saved["ema_rec"], saved["step"]
 
 
@@ -103,7 +99,8 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
     progress = BuildState(Path(model_dir) / ".vae-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight, foreground_weight=foreground_weight,
         seed=seed), every=save_every)
-    start, (ema_rec, done) = time.time(), _resume(progress, vae, opt, sched)
+    parts = dict(vae=vae, opt=opt, sched=sched)
+    start, (ema_rec, done) = time.time(), _resume(progress, parts)
     bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE", dynamic_ncols=True)
     for step, video in enumerate(bar, done + 1):
         post = vae.encode(video).latent_dist
@@ -118,8 +115,7 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
         sched.step()
         ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
         bar.set_postfix(rec=f"{ema_rec:.4f}", kl=f"{kl.item():.3f}")
-        progress.save_if_due(step, lambda: dict(vae=vae.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                                                ema_rec=ema_rec, rng=torch.get_rng_state()))
+        progress.save_if_due(step, lambda: {**progress.snapshot(parts), "ema_rec": ema_rec})
     seconds = time.time() - start  # of this process
 
     vae.eval()
@@ -159,7 +155,8 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
     data = MovingDigits("train", length=steps * batch_size, seed=seed)
     progress = BuildState(Path(model_dir) / ".vae-decoder-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, foreground_weight=foreground_weight, seed=seed), every=save_every)
-    start, (ema_rec, done) = time.time(), _resume(progress, vae, opt, sched)
+    parts = dict(vae=vae, opt=opt, sched=sched)
+    start, (ema_rec, done) = time.time(), _resume(progress, parts)
     vae.train()
     bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE decoder",
                dynamic_ncols=True)
@@ -174,8 +171,7 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
         sched.step()
         ema_rec = rec_loss.item() if ema_rec is None else 0.95 * ema_rec + 0.05 * rec_loss.item()
         bar.set_postfix(rec=f"{ema_rec:.4f}")
-        progress.save_if_due(step, lambda: dict(vae=vae.state_dict(), opt=opt.state_dict(),
-                                                sched=sched.state_dict(), ema_rec=ema_rec))
+        progress.save_if_due(step, lambda: {**progress.snapshot(parts), "ema_rec": ema_rec})
     seconds = time.time() - start  # of this process
 
     vae.eval()
