@@ -84,16 +84,18 @@ def test_real_clips_at_1280x720x49_through_preprocessing_the_vae_and_both_stages
     model = build_tiny_wan_folder(tmp_path / "tiny-wan-720p", real_layout=True)
     captions = sample_footage.copy_footage(tmp_path / "videos")
     shards = tmp_path / "shards"
+    # one clip per video: the VAE encodes a 720p clip in about 25 s on this machine (back-to-back windows
+    # are checked by the walkthrough test above, at 9 frames)
     report = preprocess(["--videos", str(tmp_path / "videos"), "--captions", str(captions), "--out", str(shards),
-                         "--model", str(model), "--clips-per-video", "2", "--max-upscale", "4"])
-    # 25 -> 24 fps by timestamp, 49 frames (2.0 s), back to back: 5.3 s of bigbuckbunny and 10 s of bikes
-    # give two each (bikes, 640x272, is scaled 2.65x to cover 1280x720); carphone (176x144) would need 7.3x
-    assert report["encoded"] == 4, report
+                         "--model", str(model), "--clips-per-video", "1", "--max-upscale", "4"])
+    # 25 -> 24 fps by timestamp, 49 frames (2.0 s): bigbuckbunny and bikes give one each (bikes, 640x272, is
+    # scaled 2.65x to cover 1280x720); carphone (176x144) would need 7.3x
+    assert report["encoded"] == 2, report
     assert [(s["path"], s["reason"].split(":")[0]) for s in report["skipped_files"]] == \
         [("carphone_pristine.mp4", "too small")]
     data = ShardDataset(shards)
-    assert data.index["latent_shape"] == [16, 13, 90, 160] and len(data) == 4
-    assert sorted(data[i]["caption"] for i in range(4))[0].startswith("a big white rabbit")
+    assert data.index["latent_shape"] == [16, 13, 90, 160] and len(data) == 2
+    assert sorted(data[i]["caption"] for i in range(2))[0].startswith("a big white rabbit")
 
     # round trip: the first clip's latent decoded by the VAE and written back as an mp4 PyAV reads
     vae = load_components(model, parts=("vae",)).vae
@@ -108,11 +110,10 @@ def test_real_clips_at_1280x720x49_through_preprocessing_the_vae_and_both_stages
               "parallel.activation_checkpointing=true", "preview.upscale=1", "preview.fps=24",
               "train.tensorboard=false"]  # no preview.gif: a 49-frame 720p GIF takes half a minute
     one_prompt = "preview.prompts=[a big white rabbit in a meadow]"
-    cd = tmp_path / "cd"
+    cd = tmp_path / "cd"  # its preview would decode another 720p clip: stage 2's below shows the same path
     first = _train("train_distill.py", "distill.yaml", cd, *common, "train.steps=1", "preview.prompts=[]")
-    resumed = _train("train_distill.py", "distill.yaml", cd, *common, "train.steps=2", one_prompt)
+    resumed = _train("train_distill.py", "distill.yaml", cd, *common, "train.steps=2", "preview.prompts=[]")
     assert [m["step"] for m in first] == [1] and [m["step"] for m in resumed if "loss" in m] == [1, 2]
-    assert [p.name for p in (cd / "samples").iterdir()] == ["step_00000002"]
     apt = tmp_path / "apt"
     metrics = _train("train_apt.py", "apt.yaml", apt, *common, f"adv.generator_init={cd}", "train.steps=1",
                      one_prompt, "adv.probe_every=0")
