@@ -2,6 +2,7 @@
 
     OMP_NUM_THREADS=1 python scripts/benchmark_update.py --batch 16 --rounds 32
     python scripts/benchmark_update.py --variant paper:adv.r1_every=1 --variant lazy4:adv.r1_every=4
+    python scripts/benchmark_update.py --config configs/toy/reward.yaml   # the reward phase's update
 
 One process, one thread, a world of one; the teacher copy is wrapped as the stages wrap their models
 (the config's parallel section: FSDP2 per block), so both sides pay the same per-block overhead. The
@@ -64,7 +65,9 @@ def main(argv=None) -> dict:
             # its own teacher copy: with adv.distill_weight the stage keeps (and shards) it as its denoiser
             teacher_copy = WanBackbone(copy.deepcopy(comps.transformer.model))
             negative = comps.text.encode([cfg.adv.distill_negative_prompt]) if cfg.adv.distill_weight > 0 else None
-            stages[name] = AdversarialPostTraining(cfg, dist, teacher_copy, gen, previews=None, negative_text=negative)
+            # the VAE: variants that decode G's samples (adv.rewards, adv.reencode_latent_frames) run too
+            stages[name] = AdversarialPostTraining(cfg, dist, teacher_copy, gen, previews=None, vae=comps.vae,
+                                                   negative_text=negative)
         teacher = WanBackbone(copy.deepcopy(comps.transformer.model)).train()
         parallelize_backbone(teacher, load_config(APTConfig, args.config, ["adv.generator_init=teacher"]).parallel)
 
