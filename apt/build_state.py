@@ -3,7 +3,7 @@ state file written atomically every few hundred steps and read back by a re-run 
 a re-run with other settings is refused, naming them. (The stages' runs have apt/checkpoint.py.)
 
 A training's state is its stateful parts (modules, optimisers, schedulers, torch or numpy generators:
-`snapshot` / `restore`), torch's global RNG (dropout and samplers draw from it) and whatever running
+`snapshot`, `resume`), torch's global RNG (dropout and samplers draw from it) and whatever running
 values it logs; a resumed run then continues bit for bit."""
 
 from __future__ import annotations
@@ -43,6 +43,14 @@ class BuildState:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         torch.save({**state(), "step": step, "settings": self.settings}, tmp)
         os.replace(tmp, self.path)
+
+    def resume(self, parts: dict) -> dict | None:
+        """The saved state (its 'step' and running values) with `parts` and torch's global RNG restored from
+        it, or None to start from scratch."""
+        saved = self.load()
+        if saved is not None:
+            self.restore(saved, parts)
+        return saved
 
     @staticmethod
     def snapshot(parts: dict) -> dict:

@@ -102,10 +102,8 @@ def train_evaluator(out_dir: Path = EVALUATOR_DIR, steps: int = 600, batch_size:
     parts = dict(model=model, opt=opt, sched=sched, augmentation=aug_gen)
     progress = BuildState(Path(out_dir) / ".evaluator-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed), every=save_every)
-    saved, done, smoothed = progress.load(), 0, None
-    if saved is not None:
-        progress.restore(saved, parts)
-        done, smoothed = saved["step"], saved["smoothed"]
+    saved = progress.resume(parts)
+    done, smoothed = (saved["step"], saved["smoothed"]) if saved else (0, None)
     start = time.time()
     bar = tqdm(range(done, steps), initial=done, total=steps, desc="evaluator", dynamic_ncols=True)
     for step in bar:

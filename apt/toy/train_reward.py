@@ -81,10 +81,8 @@ def train_reward(out_dir: Path = REWARD_DIR, steps: int = 1500, batch_size: int 
     parts = dict(model=model, opt=opt, sched=sched, augmentation=aug)
     progress = BuildState(Path(out_dir) / ".reward-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed), every=save_every)
-    saved, done, smoothed = progress.load(), 0, None
-    if saved is not None:
-        progress.restore(saved, parts)
-        done, smoothed = saved["step"], saved["smoothed"]
+    saved = progress.resume(parts)
+    done, smoothed = (saved["step"], saved["smoothed"]) if saved else (0, None)
     start = time.time()
     bar = tqdm(range(done, steps), initial=done, total=steps, desc="toy reward", dynamic_ncols=True)
     for step in bar:

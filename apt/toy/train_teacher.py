@@ -75,9 +75,8 @@ def train_teacher(model_dir: Path, steps: int = 3000, batch_size: int = 64, lr: 
         image_fraction=image_fraction, caption_dropout=caption_dropout, ema_decay=ema_decay, seed=seed,
         continue_training=continue_training), every=save_every)
     parts = dict(model=model, ema=ema, opt=opt, sched=sched, gen=gen)
-    saved = progress.load()
+    saved = progress.resume(parts)
     if saved is not None:
-        progress.restore(saved, parts)
         done, ema_loss = saved["step"], saved["ema_loss"]
     bar = tqdm(range(done, steps), initial=done, total=steps, desc="toy teacher", dynamic_ncols=True)
     for step in bar:

@@ -61,10 +61,8 @@ def train_text_encoder(model_dir: Path, steps: int = 300, batch_size: int = 128,
     parts = dict(encoder=encoder, probes=probes, opt=opt, sched=sched, captions=rng)
     progress = BuildState(Path(model_dir) / ".text-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, seed=seed), every=save_every)
-    saved, done, last_loss = progress.load(), 0, None
-    if saved is not None:
-        progress.restore(saved, parts)
-        done, last_loss = saved["step"], saved["loss"]
+    saved = progress.resume(parts)
+    done, last_loss = (saved["step"], saved["loss"]) if saved else (0, None)
     start = time.time()
     bar = tqdm(range(done, steps), initial=done, total=steps, desc="toy text encoder", dynamic_ncols=True)
     for step in bar:

@@ -76,16 +76,6 @@ def _cosine_with_warmup(opt, steps: int):
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * s / steps)))
 
 
-def _resume(progress: BuildState, parts: dict) -> tuple[float | None, int]:
-    """(smoothed loss, steps done) of a saved build, its parts and torch's global RNG restored; (None, 0)
-    when there is none."""
-    saved = progress.load()
-    if saved is None:
-        return None, 0
-    progress.restore(saved, parts)
-    return saved["ema_rec"], saved["step"]
-
-
 def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float = 1e-3, kl_weight: float = 1e-5,
               foreground_weight: float = 5.0, seed: int = 0, save_every: int = 200) -> AutoencoderKLWan:
     """The toy VAE from scratch. Progress is saved every save_every steps (the posterior samples draw
@@ -100,7 +90,9 @@ def train_vae(model_dir: Path, steps: int = 2000, batch_size: int = 8, lr: float
         steps=steps, batch_size=batch_size, lr=lr, kl_weight=kl_weight, foreground_weight=foreground_weight,
         seed=seed), every=save_every)
     parts = dict(vae=vae, opt=opt, sched=sched)
-    start, (ema_rec, done) = time.time(), _resume(progress, parts)
+    saved = progress.resume(parts)
+    ema_rec, done = (saved["ema_rec"], saved["step"]) if saved else (None, 0)
+    start = time.time()
     bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE", dynamic_ncols=True)
     for step, video in enumerate(bar, done + 1):
         post = vae.encode(video).latent_dist
@@ -156,7 +148,9 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
     progress = BuildState(Path(model_dir) / ".vae-decoder-build-state.pt", dict(
         steps=steps, batch_size=batch_size, lr=lr, foreground_weight=foreground_weight, seed=seed), every=save_every)
     parts = dict(vae=vae, opt=opt, sched=sched)
-    start, (ema_rec, done) = time.time(), _resume(progress, parts)
+    saved = progress.resume(parts)
+    ema_rec, done = (saved["ema_rec"], saved["step"]) if saved else (None, 0)
+    start = time.time()
     vae.train()
     bar = tqdm(_batches(data, batch_size, done), initial=done, total=steps, desc="toy VAE decoder",
                dynamic_ncols=True)
