@@ -23,6 +23,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def split_overrides(text: str) -> list[str]:
+    """"a=1,b=[2,3],c={k: 4}" -> ["a=1", "b=[2,3]", "c={k: 4}"]: commas inside brackets belong to a value."""
+    parts, depth, current = [], 0, ""
+    for ch in text:
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += ch
+    return [part for part in (*parts, current) if part]
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=ROOT / "configs" / "toy" / "apt.yaml", help="stage-2 config (default: configs/toy/apt.yaml)")
@@ -30,7 +43,8 @@ def main(argv=None) -> dict:
     p.add_argument("--rounds", type=int, default=16,
                    help="measured interleaved rounds after one warm-up round (default: 16)")
     p.add_argument("--variant", action="append", default=[],
-                   help="NAME:key=value,key=value (stage-2 config overrides); default: the config as it is")
+                   help="NAME:key=value,key=value (stage-2 config overrides; commas inside [] or {} belong to "
+                        "the value); default: the config as it is")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, ratios that hold on a busy machine)")
     args = p.parse_args(argv)
 
@@ -59,7 +73,7 @@ def main(argv=None) -> dict:
             cfg = load_config(APTConfig, args.config, ["adv.generator_init=teacher", "adv.probe_every=0",
                                                        f"train.micro_batch_size={args.batch}",
                                                        f"train.global_batch_size={args.batch}",
-                                                       *[o for o in overrides.split(",") if o]])
+                                                       *split_overrides(overrides)])
             torch.manual_seed(0)
             gen = WanBackbone(copy.deepcopy(comps.transformer.model))
             # its own teacher copy: with adv.distill_weight the stage keeps (and shards) it as its denoiser

@@ -417,15 +417,17 @@ def test_splice_frames_keeps_the_first_frame_and_takes_the_rest_from_the_previou
 
 def test_update_benchmark_prints_each_variant_against_the_teacher_pass():
     """scripts/benchmark_update.py, one round of 2 clips: every variant's update runs, those that decode G's
-    samples (here D on re-encoded samples) included, and gets a ratio to the teacher's pass."""
+    samples (D on re-encoded samples; a reward, whose value holds commas) included, and gets a ratio to the
+    teacher's pass."""
     import os
     import subprocess
     import sys
 
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "benchmark_update.py"), "--rounds", "1", "--batch", "2",
-                          "--variant", "default:", "--variant", "reencode:adv.reencode_latent_frames=1"],
+                          "--variant", "default:", "--variant", "reencode:adv.reencode_latent_frames=1",
+                          "--variant", "reward:adv.rewards=[{kind: toy, weight: 1.0}],adv.r1_every=1"],
                          capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     rows = {line[:34].strip(): line.split() for line in run.stdout.splitlines()}
     assert float(rows["teacher forward+backward"][-1]) == 1.0
-    assert float(rows["update (default)"][-1]) > 1 and float(rows["update (reencode)"][-1]) > 1
+    assert all(float(rows[f"update ({name})"][-1]) > 1 for name in ("default", "reencode", "reward"))
