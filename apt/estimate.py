@@ -18,11 +18,25 @@ from dataclasses import dataclass, field
 WAN_COMMON = dict(patch_size=(1, 2, 2), attention_head_dim=128, in_channels=16, out_channels=16, text_dim=4096,
                   freq_dim=256, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
                   rope_max_seq_len=1024)
-WAN_MODELS = {  # diffusers transformer/config.json of Wan-AI/Wan2.1-T2V-*-Diffusers
+WAN_MODELS = {  # diffusers transformer/config.json of Wan-AI/Wan2.1-T2V-*-Diffusers, Wan2.2-TI2V-5B-Diffusers
     "wan2.1-1.3b": dict(WAN_COMMON, num_layers=30, num_attention_heads=12, ffn_dim=8960),
     "wan2.1-14b": dict(WAN_COMMON, num_layers=40, num_attention_heads=40, ffn_dim=13824),
+    "wan2.2-ti2v-5b": dict(WAN_COMMON, in_channels=48, out_channels=48, num_layers=30, num_attention_heads=24,
+                           ffn_dim=14336),
 }
 WAN_VAE = dict(spatial=8, temporal=4)  # AutoencoderKLWan, z_dim 16
+# Wan 2.2's VAE (Wan2.2-TI2V-5B-Diffusers vae/config.json): z 48, 16x spatial (2x2 pixel patches as channels,
+# then 8x); its latent statistics are placeholders, which change no byte or FLOP
+WAN22_VAE_MODEL = dict(base_dim=160, decoder_base_dim=256, z_dim=48, is_residual=True, in_channels=12, out_channels=12,
+                       patch_size=2, scale_factor_spatial=16, scale_factor_temporal=4, latents_mean=[0.0] * 48,
+                       latents_std=[1.0] * 48)
+# per model: the VAE's (spatial, temporal) factors, its AutoencoderKLWan kwargs ({}: diffusers' defaults,
+# Wan 2.1's VAE) and the native sample size (height, width; 16x VAE and 2x2 patches need multiples of 32)
+WAN_VAES = {
+    "wan2.1-1.3b": (WAN_VAE, {}, (720, 1280)),
+    "wan2.1-14b": (WAN_VAE, {}, (720, 1280)),
+    "wan2.2-ti2v-5b": (dict(spatial=16, temporal=4), WAN22_VAE_MODEL, (704, 1280)),
+}
 WAN_TEXT_TOKENS = 512  # umT5-XXL context (d_model 4096)
 H100_BF16_FLOPS = 989e12  # dense bf16 peak
 

@@ -27,14 +27,18 @@ def test_every_config_loads_against_its_schema(path):
     load_config(_schema(path), path, ["videos=data/clips"] if _schema(path) is PreprocessConfig else [])
 
 
-@pytest.mark.parametrize("model,blocks", [("wan2.1-1.3b", 30), ("wan2.1-14b", 40)])
-def test_wan_configs_have_the_paper_hyperparameters(model, blocks):
+WAN = [("wan2.1-1.3b", 30, 720), ("wan2.1-14b", 40, 720), ("wan2.2-ti2v-5b", 30, 704)]  # (configs, depth, height)
+
+
+@pytest.mark.parametrize("model,blocks,height", WAN)
+def test_wan_configs_have_the_paper_hyperparameters(model, blocks, height):
     image = load_config(APTConfig, CONFIGS / model / "apt-image.yaml")
     video = load_config(APTConfig, CONFIGS / model / "apt-video.yaml")
     distill = load_config(DistillConfig, CONFIGS / model / "distill.yaml")
     for cfg in (image, video, distill):
         assert cfg.parallel.mixed_precision == "bf16" and cfg.parallel.activation_checkpointing
-        assert cfg.data.source == "shards" and (cfg.data.height, cfg.data.width, cfg.data.fps) == (720, 1280, 24)
+        assert cfg.data.source == "shards" and (cfg.data.height, cfg.data.width, cfg.data.fps) == (height, 1280, 24)
+        assert cfg.model.path.endswith("-Diffusers") and model.split("-")[0].replace("wan", "Wan") in cfg.model.path
     assert distill.cd.guidance_scale == 7.5 and distill.data.frames == 49
     assert image.data.frames == 1 and video.data.frames == 49
     for cfg, lr, steps, shift, sigma in ((image, 5e-6, 350, 1.0, 0.01), (video, 3e-6, 300, 12.0, 0.1)):
@@ -49,7 +53,7 @@ def test_wan_configs_have_the_paper_hyperparameters(model, blocks):
     assert video.train.grad_accum(2048 // video.train.micro_batch_size) == 1
 
 
-@pytest.mark.parametrize("model", ["wan2.1-1.3b", "wan2.1-14b"])
+@pytest.mark.parametrize("model", [model for model, _, _ in WAN])
 def test_preprocess_configs_write_the_sets_the_training_configs_read(model):
     for kind, training in (("video", "apt-video"), ("image", "apt-image")):
         pre = load_config(PreprocessConfig, CONFIGS / model / f"preprocess-{kind}.yaml", ["videos=x"])

@@ -10,7 +10,8 @@ from apt.estimate import WAN_MODELS, Setup, build_on_meta, estimate, param_count
 from apt.estimate_check import compare
 
 
-@pytest.mark.parametrize("name,blocks,billions", [("wan2.1-1.3b", 30, 1.419), ("wan2.1-14b", 40, 14.288)])
+@pytest.mark.parametrize("name,blocks,billions", [("wan2.1-1.3b", 30, 1.419), ("wan2.1-14b", 40, 14.288),
+                                                  ("wan2.2-ti2v-5b", 30, 5.000)])
 def test_wan_configs_build_on_meta_with_the_right_depth(name, blocks, billions):
     model = build_on_meta(WAN_MODELS[name])
     assert len(model.blocks) == blocks
@@ -66,3 +67,16 @@ def test_reward_pass_adds_the_decode_to_flops_and_a_g_step_phase():
     assert two["reward"]["later_frame_bytes"] > 2 * two["reward"]["first_frame_bytes"]
     assert one["flops"]["per_sample"] == plain["flops"]["per_sample"] + 4 * one["reward"]["forward_flops"]
     assert one["activations"]["g_step_reward"] > 0
+
+
+def test_wan22_ti2v_5b_plans_at_its_native_size_with_its_own_vae(capsys):
+    """Wan 2.2 TI2V-5B: 16x VAE with 48 latent channels, 1280x704 by default (720 is refused: tokens are 32
+    pixels a side); the reward pass decodes through Wan 2.2's patchified VAE."""
+    out = main(["--model", "wan2.2-ti2v-5b", "--gpus", "256", "--batch", "2048", "--reward-latent-frames", "1"])
+    assert out["latent"] == (48, 13, 44, 80) and out["tokens"] == 13 * 22 * 40
+    assert "11,440 tokens" in capsys.readouterr().out and out["reward"]["forward_flops"] > 0
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--model", "wan2.2-ti2v-5b", "--height", "720"])
+    assert exit_status.value.code == 2
+    assert "height 720 is not a multiple of 32" in capsys.readouterr().err
+    assert main(["--model", "wan2.1-1.3b"])["tokens"] == 13 * 45 * 80  # 720 stays Wan 2.1's native height

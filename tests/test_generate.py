@@ -124,6 +124,6 @@ def test_shipped_generate_configs_parse(tmp_path):
     toy = parse_args(["--config", str(root / "toy" / "generate.yaml")])
     sample, size = sample_config(toy, TOY_MODEL_DIR, one_step=False)
     assert (sample.height, sample.width, sample.frames, size["fps"]) == (32, 32, 9, 8) and toy.prompts
-    for name in ("wan2.1-1.3b", "wan2.1-14b"):
+    for name, height in (("wan2.1-1.3b", 720), ("wan2.1-14b", 720), ("wan2.2-ti2v-5b", 704)):
         args = parse_args(["--config", str(root / name / "generate.yaml"), "--prompt", "a"])
-        assert (args.height, args.width, args.frames, args.fps, args.dtype) == (720, 1280, 49, 24, "bf16")
+        assert (args.height, args.width, args.frames, args.fps, args.dtype) == (height, 1280, 49, 24, "bf16")

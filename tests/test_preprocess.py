@@ -242,3 +242,12 @@ def test_long_videos_give_several_clips_and_small_ones_follow_the_upscale_policy
                   "--frames", "5", "--height", "16", "--width", "16", "--fps", "8", "--clips-per-video", "3",
                   "--max-upscale", "2", "--storage-dtype", "fp32"])
     assert again["this_run"]["pending"] == 0  # resumes by clip key: nothing to do
+
+
+def test_a_clip_size_the_model_s_patches_do_not_tile_is_refused_before_encoding(video_folder, tmp_path,
+                                                                              tiny_model_dir):
+    """The tiny VAE is 4x spatial and the transformer's patches 2x2: 12 px rows give 3 latent rows."""
+    root, csv, _ = video_folder
+    with pytest.raises(ConfigError, match="12x16 gives a 3x4 latent grid .* multiples of 8 x 8"):
+        _run(root, csv, tmp_path / "shards", tiny_model_dir, height=12)
+    assert not list((tmp_path / "shards").glob("*.safetensors"))  # nothing encoded

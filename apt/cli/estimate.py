@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from apt.command import console_script, run_command
 from apt.config import ConfigError, option, parse_command
-from apt.estimate import WAN_MODELS, Setup, estimate, format_table
+from apt.estimate import WAN_MODELS, WAN_VAES, Setup, estimate, format_table
 
 
 @dataclass
@@ -24,7 +24,7 @@ class EstimateConfig:
     micro_batch: int = option(1, "samples per GPU per forward/backward")
     batch: int = option(0, "global batch per update; 0 = micro-batch x GPUs")
     frames: int = option(49, "clip frames")
-    height: int = option(720, "clip height")
+    height: int = option(0, "clip height (0: the model's native, 720; 704 for wan2.2-ti2v-5b)")
     width: int = option(1280, "clip width")
     taps: str = option("", "comma-separated 1-based D taps; default 4/9, 13/18, 1 of depth")
     fp32: bool = option(False, "fp32 compute instead of bf16")
@@ -39,8 +39,14 @@ class EstimateConfig:
             raise ConfigError(f"model must be one of {', '.join(sorted(WAN_MODELS))}, got {self.model!r}")
         if self.stage not in ("apt", "distill"):
             raise ConfigError(f"stage must be apt or distill, got {self.stage!r}")
-        if min(self.gpus, self.micro_batch, self.frames, self.height, self.width) < 1 or self.batch < 0:
-            raise ConfigError("gpus, micro_batch, frames, height and width must be >= 1, batch >= 0")
+        if min(self.gpus, self.micro_batch, self.frames, self.width) < 1 or self.height < 0 or self.batch < 0:
+            raise ConfigError("gpus, micro_batch, frames and width must be >= 1, height and batch >= 0")
+        factors, _, native = WAN_VAES[self.model]
+        cell = factors["spatial"] * WAN_MODELS[self.model]["patch_size"][-1]  # pixels per token side
+        for name, size in (("height", self.height or native[0]), ("width", self.width)):
+            if size % cell:
+                raise ConfigError(f"{name} {size} is not a multiple of {cell} ({self.model}: {factors['spatial']}x VAE, "
+                                  f"2x2 patches); its native size is {native[1]}x{native[0]}")
         if self.reward_latent_frames < 0:
             raise ConfigError(f"reward_latent_frames must be >= 0, got {self.reward_latent_frames}")
         if not 0 < self.mfu <= 1:
@@ -52,9 +58,11 @@ def run(a: EstimateConfig) -> dict:
         taps = tuple(int(x) for x in a.taps.split(",")) if a.taps else None
     except ValueError:
         raise ConfigError(f"taps must be comma-separated integers, got {a.taps!r}") from None
+    factors, vae_model, native = WAN_VAES[a.model]
     setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
-                  frames=a.frames, height=a.height, width=a.width, compute_bytes=4 if a.fp32 else 2, taps=taps,
-                  activation_checkpointing=a.activation_checkpointing, reward_latent_frames=a.reward_latent_frames)
+                  frames=a.frames, height=a.height or native[0], width=a.width, vae=dict(factors), vae_model=vae_model,
+                  compute_bytes=4 if a.fp32 else 2, taps=taps, activation_checkpointing=a.activation_checkpointing,
+                  reward_latent_frames=a.reward_latent_frames)
     r = estimate(setup)
     if a.json:
         out = {"model": a.model, "stage": a.stage, "gpus": a.gpus, "micro_batch": a.micro_batch, "batch": r["batch"],

@@ -54,9 +54,27 @@ def _read_skip_logs(out: Path) -> dict[str, str]:
     return bad
 
 
+def _check_patch_grid(latent: tuple[int, ...], cfg, vae, model_dir: Path) -> None:
+    """Refuse, before anything is encoded, a clip size whose latent grid the folder's transformer patches do
+    not tile (training would refuse the shards): 1280x720 for Wan 2.2 TI2V-5B, whose 16x VAE and 2x2 patches
+    need multiples of 32."""
+    from apt.config import ConfigError
+
+    config = Path(model_dir) / "transformer" / "config.json"
+    if not config.is_file():  # a folder of VAE and text encoder only: nothing to check against
+        return
+    p_t, p_h, p_w = json.loads(config.read_text())["patch_size"]
+    _, t, h, w = latent
+    if h % p_h or w % p_w or t % p_t:
+        cell = (vae.spatial_factor * p_h, vae.spatial_factor * p_w)
+        raise ConfigError(f"height x width {cfg.height}x{cfg.width} gives a {h}x{w} latent grid that this model's "
+                          f"{p_h}x{p_w} patches do not tile: use multiples of {cell[0]} x {cell[1]}")
+
+
 def _spec(cfg, comps, model_dir: Path) -> dict:
     """What the index records; `stamp` must be equal for every shard of a set."""
     latent = comps.vae.latent_shape(cfg.frames, cfg.height, cfg.width)
+    _check_patch_grid(latent, cfg, comps.vae, model_dir)
     text_shape = [comps.text.max_tokens, comps.text.dim]
     stamp = {"clip": [cfg.frames, cfg.height, cfg.width, cfg.fps], "latent_shape": list(latent),
              "text_shape": text_shape, "dtype": cfg.storage_dtype,
