@@ -42,11 +42,12 @@ class EstimateConfig:
         if min(self.gpus, self.micro_batch, self.frames, self.width) < 1 or self.height < 0 or self.batch < 0:
             raise ConfigError("gpus, micro_batch, frames and width must be >= 1, height and batch >= 0")
         factors, _, native = WAN_VAES[self.model]
-        cell = factors["spatial"] * WAN_MODELS[self.model]["patch_size"][-1]  # pixels per token side
-        for name, size in (("height", self.height or native[0]), ("width", self.width)):
-            if size % cell:
-                raise ConfigError(f"{name} {size} is not a multiple of {cell} ({self.model}: {factors['spatial']}x VAE, "
-                                  f"2x2 patches); its native size is {native[1]}x{native[0]}")
+        _, p_h, p_w = WAN_MODELS[self.model]["patch_size"]
+        for name, size, patch in (("height", self.height or native[0], p_h), ("width", self.width, p_w)):
+            if size % (factors["spatial"] * patch):  # a token covers spatial x patch pixels a side
+                raise ConfigError(f"{name} {size} is not a multiple of {factors['spatial'] * patch} ({self.model}: "
+                                  f"{factors['spatial']}x VAE, {p_h}x{p_w} patches); its native size is "
+                                  f"{native[1]}x{native[0]}")
         if self.reward_latent_frames < 0:
             raise ConfigError(f"reward_latent_frames must be >= 0, got {self.reward_latent_frames}")
         if not 0 < self.mfu <= 1:

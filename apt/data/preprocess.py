@@ -63,7 +63,7 @@ def _check_patch_grid(latent: tuple[int, ...], cfg, vae, model_dir: Path) -> Non
     config = Path(model_dir) / "transformer" / "config.json"
     if not config.is_file():  # a folder of VAE and text encoder only: nothing to check against
         return
-    p_t, p_h, p_w = json.loads(config.read_text())["patch_size"]
+    p_t, p_h, p_w = json.loads(config.read_text()).get("patch_size", (1, 2, 2))  # diffusers' default
     _, t, h, w = latent
     if h % p_h or w % p_w or t % p_t:
         cell = (vae.spatial_factor * p_h, vae.spatial_factor * p_w)
