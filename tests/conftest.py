@@ -27,3 +27,9 @@ def tiny_run_dir(tiny_model_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("tiny-run")
     write_tiny_run(run_dir, tiny_model_dir)
     return run_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow end-to-end tests first: under pytest-xdist they then start while the quick ones fill the
+    other worker, instead of one of them running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
