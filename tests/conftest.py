@@ -33,3 +33,9 @@ def pytest_collection_modifyitems(config, items):
     """Slow end-to-end tests first: under pytest-xdist they then start while the quick ones fill the
     other worker, instead of one of them running alone at the end."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def pytest_xdist_auto_num_workers(config):
+    """`-n auto`: one worker per core, at most 4. Each worker holds torch, diffusers and its session's tiny
+    models (about 1 GiB), and several tests start two-rank torchrun jobs of their own."""
+    return max(1, min(4, os.cpu_count() or 1))

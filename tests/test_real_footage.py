@@ -60,7 +60,7 @@ def _train(script: str, config: str, out_dir: Path, *overrides: str) -> list[dic
 
     cmd = [sys.executable, str(ROOT / "scripts" / script), "--config", str(ROOT / "configs" / "toy" / config),
            f"train.out_dir={out_dir}", *overrides]
-    # every core: this test runs alone, and one step at 46,800 tokens is a minute on one thread
+    # every core it can get: one step at 46,800 tokens is a minute on one thread
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=1200, env=env)
     assert out.returncode == 0, out.stderr[-4000:]
