@@ -34,6 +34,11 @@ class EstimateConfig:
     json: bool = option(False, "print JSON instead of the table")
     check: bool = option(False, "also compare the arithmetic with a measured tiny CPU run")
 
+    @property
+    def clip_height(self) -> int:
+        """--height, or the model's native height where it is 0."""
+        return self.height or WAN_VAES[self.model][2][0]
+
     def validate(self):
         if self.model not in WAN_MODELS:
             raise ConfigError(f"model must be one of {', '.join(sorted(WAN_MODELS))}, got {self.model!r}")
@@ -43,7 +48,7 @@ class EstimateConfig:
             raise ConfigError("gpus, micro_batch, frames and width must be >= 1, height and batch >= 0")
         factors, _, native = WAN_VAES[self.model]
         _, p_h, p_w = WAN_MODELS[self.model]["patch_size"]
-        for name, size, patch in (("height", self.height or native[0], p_h), ("width", self.width, p_w)):
+        for name, size, patch in (("height", self.clip_height, p_h), ("width", self.width, p_w)):
             if size % (factors["spatial"] * patch):  # a token covers spatial x patch pixels a side
                 raise ConfigError(f"{name} {size} is not a multiple of {factors['spatial'] * patch} ({self.model}: "
                                   f"{factors['spatial']}x VAE, {p_h}x{p_w} patches); its native size is "
@@ -59,9 +64,9 @@ def run(a: EstimateConfig) -> dict:
         taps = tuple(int(x) for x in a.taps.split(",")) if a.taps else None
     except ValueError:
         raise ConfigError(f"taps must be comma-separated integers, got {a.taps!r}") from None
-    factors, vae_model, native = WAN_VAES[a.model]
+    factors, vae_model, _ = WAN_VAES[a.model]
     setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
-                  frames=a.frames, height=a.height or native[0], width=a.width, vae=dict(factors), vae_model=vae_model,
+                  frames=a.frames, height=a.clip_height, width=a.width, vae=dict(factors), vae_model=vae_model,
                   compute_bytes=4 if a.fp32 else 2, taps=taps, activation_checkpointing=a.activation_checkpointing,
                   reward_latent_frames=a.reward_latent_frames)
     r = estimate(setup)
