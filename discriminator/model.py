@@ -13,8 +13,8 @@ import copy
 import torch
 from torch import nn
 
-from apt import flow
-from apt.backbone import WanBackbone, default_taps
+from apt.core import flow
+from apt.models.backbone import WanBackbone, default_taps
 from discriminator.heads import LogitHead, TokenHead
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-from apt.config import ParallelConfig
-from apt.distributed import fsdp_kwargs, parallelize_backbone
+from apt.training.config import ParallelConfig
+from apt.training.distributed import fsdp_kwargs, parallelize_backbone
 from discriminator.model import Discriminator
 
 # The heads and the logit read small differences: approximate R1 at sigma 0.01 moves a logit by a

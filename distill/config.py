@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apt.config import ConfigError, RunConfig
+from apt.core.config import ConfigError
+from apt.training.config import RunConfig
 
 
 @dataclass
@@ -12,11 +13,11 @@ class CDConfig:
     num_steps: int = 32  # N discretisation intervals (APT2 uses 32)
     shift: float = 3.0  # shift of the discretisation grid (APT2: 24 for video at scale)
     guidance_scale: float = 7.5  # constant teacher CFG, baked into the student (paper: 7.5)
-    negative_prompt: str = ""
+    negative_prompt: str = ""  # the teacher CFG's negative prompt (paper: a fixed one)
     target: str = "ema"  # "ema": EMA target network; "stopgrad": the online student under no_grad
     ema_decay: float = 0.99  # the EMA is also the exported / sampled generator
-    lr: float = 1e-4
-    weight_decay: float = 0.0
+    lr: float = 1e-4  # AdamW learning rate of the student
+    weight_decay: float = 0.0  # AdamW weight decay
     max_grad_norm: float = 1.0  # 0 = no clipping
 
     def validate(self):

@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from apt import flow
+from apt.core import flow
 
 
 def consistency_fn(model: Callable, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
@@ -40,8 +40,8 @@ def teacher_ode_step(teacher: Callable, x_next: torch.Tensor, t_next: torch.Tens
 
 def cd_loss(student: Callable, target: Callable, teacher: Callable, x0: torch.Tensor, text: torch.Tensor,
             negative_text: torch.Tensor | None, grid: torch.Tensor, guidance_scale: float,
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """MSE consistency loss on one batch; returns (loss, metrics)."""
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """MSE consistency loss on one batch; returns (loss, metrics as detached scalars on the device)."""
     b = x0.shape[0]
     n = torch.randint(0, len(grid) - 1, (b,), generator=generator)
     t_next, t_cur = grid[n + 1].to(x0), grid[n].to(x0)
@@ -52,4 +52,4 @@ def cd_loss(student: Callable, target: Callable, teacher: Callable, x0: torch.Te
         want = consistency_fn(target, x_cur, t_cur, text)
     got = consistency_fn(student, x_next, t_next, text)
     loss = F.mse_loss(got.float(), want.float())
-    return loss, {"loss": loss.item(), "t_mean": t_next.mean().item()}
+    return loss, {"loss": loss.detach(), "t_mean": t_next.mean()}

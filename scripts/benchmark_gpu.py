@@ -92,12 +92,13 @@ def random_(module, std: float = 0.02):
 def serving(args, dist_info, device, dtype) -> dict:
     import torch
 
-    from apt.backbone import WanBackbone
-    from apt.cli.generate import split_sequence, tile_grid
-    from apt.estimate import WAN_MODELS
-    from apt.fast_decoder import FastDecoder, config_for_vae
-    from apt.generator import OneStepGenerator
-    from apt.vae import VideoVAE
+    from apt.inference.decoders import tile_grid
+    from apt.inference.engine import split_sequence
+    from apt.models.backbone import WanBackbone
+    from apt.models.fast_decoder import FastDecoder, config_for_vae
+    from apt.models.generator import OneStepGenerator
+    from apt.models.vae import VideoVAE
+    from apt.planning.estimate import WAN_MODELS
 
     world = dist_info.world_size if dist_info else 1
     rank = dist_info.rank if dist_info else 0
@@ -168,9 +169,9 @@ def stage2_update(args, dist_info, device) -> dict:
 
     from apt.adversarial.config import APTConfig
     from apt.adversarial.stage import AdversarialPostTraining
-    from apt.backbone import WanBackbone
-    from apt.config import load_config
-    from apt.estimate import WAN_MODELS, Setup, estimate
+    from apt.core.config import load_config
+    from apt.models.backbone import WanBackbone
+    from apt.planning.estimate import WAN_MODELS, Setup, estimate
 
     root = Path(__file__).resolve().parents[1]
     world = dist_info.world_size
@@ -203,7 +204,8 @@ def stage2_update(args, dist_info, device) -> dict:
 
 
 def print_estimate(args) -> dict:
-    from apt.estimate import WAN_MODELS, serving_estimate
+    from apt.planning.estimate import WAN_MODELS
+    from apt.planning.serving import serving_estimate
 
     rows = {g: serving_estimate(WAN_MODELS[args.model], g, args.frames, args.height, args.width, args.dit_mfu,
                                 args.decode_mfu) for g in (1, 4, 8)}
@@ -230,7 +232,7 @@ def main(argv=None) -> dict:
         return report
     import torch
 
-    from apt.distributed import init_distributed, shutdown_distributed
+    from apt.training.distributed import init_distributed, shutdown_distributed
 
     if not args.tiny and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run on GPUs, or --tiny for the CPU check of the script")
@@ -257,4 +259,4 @@ def main(argv=None) -> dict:
 if __name__ == "__main__":
     main()
     sys.stdout.flush()
-    os._exit(0)  # see apt.command.exit_cleanly
+    os._exit(0)  # see apt.core.command.exit_cleanly

@@ -84,14 +84,15 @@ def median_ratio(rounds: list[dict], num: str, den: str, key) -> float:
 def in_process(args) -> dict:
     import torch
 
-    from apt.cli.generate import decode_latents, split_sequence, tile_grid, write_videos
-    from apt.distributed import init_distributed, set_cpu_threads, shutdown_distributed
-    from apt.fast_decoder import FastDecoder, find_fast_decoder
-    from apt.loading import Components, load_components
-    from apt.model_folder import native_sample, resolve_model_dir
-    from apt.pipeline import Sampler
-    from apt.sampling_setup import PhaseTimer, SamplingParams
-    from apt.run_folder import load_generator
+    from apt.core.sampling import PhaseTimer, SamplingParams
+    from apt.inference.decoders import make_decoder, tile_grid
+    from apt.inference.engine import decode_latents, split_sequence, write_videos
+    from apt.inference.sampler import Sampler
+    from apt.models.fast_decoder import FastDecoder, find_fast_decoder
+    from apt.models.loading import Components, load_components
+    from apt.models.model_folder import native_sample, resolve_model_dir
+    from apt.training.distributed import init_distributed, set_cpu_threads, shutdown_distributed
+    from apt.training.run_folder import load_generator
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dist_info = init_distributed() if world > 1 else None
@@ -115,16 +116,17 @@ def in_process(args) -> dict:
         teacher.to(device)
         size = {k: getattr(args, k, 0) or v for k, v in native_sample(model_dir).items()}
         params = SamplingParams(height=size["height"], width=size["width"], frames=size["frames"])
+        tiles = tile_grid("auto", world)
+        vae = make_decoder(one, "vae", tiles, rank=rank, world=world)  # one tile per rank under torchrun
         rows = {
-            f"teacher {args.teacher_steps}-step": (Sampler(teacher, device, dtype), dict(steps=args.teacher_steps,
-                                                                                       guidance_scale=5.0)),
-            "one-step, VAE": (Sampler(one, device, dtype, one_step=True), dict(steps=1, guidance_scale=1.0)),
+            f"teacher {args.teacher_steps}-step": (Sampler(teacher, device, dtype, decoder=vae),
+                                                   dict(steps=args.teacher_steps, guidance_scale=5.0)),
+            "one-step, VAE": (Sampler(one, device, dtype, one_step=True, decoder=vae), dict(steps=1, guidance_scale=1.0)),
         }
         if fast is not None:
-            rows["one-step, fast decoder"] = (Sampler(one, device, dtype, one_step=True, decoder="fast"),
+            rows["one-step, fast decoder"] = (Sampler(one, device, dtype, one_step=True, decoder=make_decoder(one, "fast")),
                                               dict(steps=1, guidance_scale=1.0))
         shape = rows["one-step, VAE"][0].latent_shape(params)
-        tiles = tile_grid("auto", world)
         if world > 1:
             split_sequence(teacher.transformer, shape, world)
             split_sequence(backbone, shape, world)
@@ -141,9 +143,7 @@ def in_process(args) -> dict:
                     timer = PhaseTimer(synchronize=device.type == "cuda")
                     p = SamplingParams(**{**params.__dict__, **sampling})
                     latents = sampler.generate(prompts, p, timer, decode=False, batch_size=batch)
-                    fast_row = sampler.decoder is fast and fast is not None
-                    videos = decode_latents(sampler, latents, batch, timer, None if fast_row else tiles,
-                                            rank=rank, world=world)
+                    videos = decode_latents(sampler, latents, batch, timer)
                     if rank == 0:
                         with timer.phase("write"):
                             write_videos(videos, prompts, out_dir / f"r{round_}", size["fps"], size["upscale"])
@@ -248,4 +248,4 @@ if __name__ == "__main__":
     main()
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         sys.stdout.flush()
-        os._exit(0)  # see apt.command.exit_cleanly
+        os._exit(0)  # see apt.core.command.exit_cleanly

@@ -52,11 +52,11 @@ def main(argv=None) -> dict:
 
     from apt.adversarial.config import APTConfig
     from apt.adversarial.stage import AdversarialPostTraining
-    from apt.backbone import WanBackbone
-    from apt.config import load_config
-    from apt.distributed import DistInfo, init_distributed, parallelize_backbone, shutdown_distributed
-    from apt.loading import load_components
-    from apt.model_folder import resolve_model_dir
+    from apt.core.config import load_config
+    from apt.models.backbone import WanBackbone
+    from apt.models.loading import load_components
+    from apt.models.model_folder import resolve_model_dir
+    from apt.training.distributed import DistInfo, init_distributed, parallelize_backbone, shutdown_distributed
 
     dist: DistInfo = init_distributed()
     torch.set_num_threads(args.threads)  # after init_distributed, which sets its own per-process default
@@ -79,7 +79,7 @@ def main(argv=None) -> dict:
             # its own teacher copy: with adv.distill_weight the stage keeps (and shards) it as its denoiser
             teacher_copy = WanBackbone(copy.deepcopy(comps.transformer.model))
             negative = comps.text.encode([cfg.adv.distill_negative_prompt]) if cfg.adv.distill_weight > 0 else None
-            # the VAE: variants that decode G's samples (adv.rewards, adv.reencode_latent_frames) run too
+            # the VAE: variants that decode G's samples (adv.rewards) run too
             stages[name] = AdversarialPostTraining(cfg, dist, teacher_copy, gen, previews=None, vae=comps.vae,
                                                    negative_text=negative)
         teacher = WanBackbone(copy.deepcopy(comps.transformer.model)).train()
@@ -92,11 +92,17 @@ def main(argv=None) -> dict:
             (teacher(x_t, t, text) - (eps - x0)).square().mean().backward()
             teacher.zero_grad(set_to_none=True)
 
+        def update(stage, step: int) -> None:
+            """What the trainer does for one update: the step, its callbacks (the EMA), the metrics' sync."""
+            metrics = stage.train_step([batch], step)
+            for callback in stage.callbacks():
+                callback.after_update(step)
+            metrics.synced()
+
         timers = {"teacher forward+backward": teacher_pass}
         for name, stage in stages.items():
             counter = iter(range(10**9))
-            timers[f"update ({name})"] = lambda stage=stage, counter=counter: stage.train_step(lambda: batch,
-                                                                                               next(counter))
+            timers[f"update ({name})"] = lambda stage=stage, counter=counter: update(stage, next(counter))
         seconds: dict[str, list[float]] = {k: [] for k in timers}
         for round_ in range(args.rounds + 1):
             for name, fn in timers.items():

@@ -1,4 +1,4 @@
-"""Train the toy clip evaluator used by apt/metrics.py and write it with its held-out report.
+"""Train the toy clip evaluator used by apt/core/video_metrics.py and write it with its held-out report.
 
     python scripts/build_evaluator.py [--out apt/assets/evaluator] [--steps 600] [--threads 1]
 

@@ -58,9 +58,9 @@ def main(argv=None):
 
         train_teacher(args.out, seed=args.seed, continue_training=args.continue_teacher, **steps)
     if args.component in ("decoder", "all"):
-        from apt.cli.train_decoder import TOY_RECIPE, TrainDecoderConfig, train
-
+        from apt.cli.train_decoder import TOY_RECIPE, TrainDecoderConfig
         from apt.toy.report import record
+        from apt.training.decoder_training import train
 
         recipe = {**TOY_RECIPE, **steps}
         report = train(TrainDecoderConfig(model=str(args.out), out=str(args.out / "fast_decoder"), **recipe))

@@ -21,7 +21,7 @@ def parse_point(text: str) -> tuple[str, str, str, str]:
     name, sep, where = text.partition("=")
     group, slash, label = name.partition("/")
     if not (sep and slash and group and label and where):
-        from apt.config import ConfigError
+        from apt.core.config import ConfigError
 
         raise ConfigError(f"{text!r}: expected GROUP/LABEL=METRICS_JSON[:MODEL]")
     path, colon, model = where.partition(".json:")
@@ -35,8 +35,8 @@ def main(argv=None) -> int:
     parser.add_argument("--y", action="append", required=True, help="a column on a vertical axis (repeat)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     args = parser.parse_args(argv)
-    from apt.command import run_command
-    from apt.plots import plot_evaluations, read_evaluation_point
+    from apt.core.command import run_command
+    from apt.training.plots import plot_evaluations, read_evaluation_point
 
     def plot():
         points = []

@@ -1,6 +1,6 @@
-"""Stage 2 (adversarial post-training), under torchrun or as plain python; = apt-train. See apt/adversarial/train.py."""
+"""Stage 2 (adversarial post-training), under torchrun or as plain python; = apt-train. See apt/cli/train.py."""
 
-from apt.adversarial.train import cli
+from apt.cli.train import cli
 
 if __name__ == "__main__":
     cli()

@@ -1,6 +1,6 @@
-"""Stage 1 (consistency distillation), under torchrun or as plain python; = apt-distill. See distill/train.py."""
+"""Stage 1 (consistency distillation), under torchrun or as plain python; = apt-distill. See apt/cli/distill.py."""
 
-from distill.train import cli
+from apt.cli.distill import cli
 
 if __name__ == "__main__":
     cli()

@@ -1,8 +1,8 @@
 import pytest
 import torch
-
-from apt.backbone import WanBackbone, default_taps
 from tiny import tiny_transformer
+
+from apt.models.backbone import WanBackbone, default_taps
 
 
 def _inputs(batch=2, frames=3, size=4, text_len=5):

@@ -1,14 +1,15 @@
-"""Every shipped YAML loads against its schema; the Wan configs carry the paper's hyper-parameters."""
+"""Every shipped YAML loads against its schema; the Wan configs carry the paper's hyper-parameters, each
+model's file holding only what differs from its stage's base (configs/base/)."""
 
 from pathlib import Path
 
 import pytest
 
 from apt.adversarial.config import APTConfig
-from apt.backbone import default_taps
 from apt.cli.generate import GenerateConfig
 from apt.cli.preprocess import PreprocessConfig
-from apt.config import load_config
+from apt.core.config import load_config
+from apt.models.backbone import default_taps
 from distill.config import DistillConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -20,7 +21,10 @@ def _schema(path: Path):
     return SCHEMAS[path.stem.split("-")[0]]
 
 
-@pytest.mark.parametrize("path", sorted(CONFIGS.rglob("*.yaml")), ids=lambda p: str(p.relative_to(CONFIGS)))
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if p.parent.name != "base")  # a base is a part, not a config
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_loads_against_its_schema(path):
     assert path.stem.split("-")[0] in SCHEMAS, f"{path}: no schema for this config name"
     # preprocess configs leave the video folder to the command line
@@ -61,3 +65,44 @@ def test_preprocess_configs_write_the_sets_the_training_configs_read(model):
         assert pre.out == train.data.path and pre.model == train.model.path
         assert (pre.frames, pre.height, pre.width, pre.fps) == (train.data.frames, train.data.height,
                                                                  train.data.width, train.data.fps)
+
+
+def test_a_config_merges_over_its_base_and_names_the_file_of_a_bad_key(tmp_path, capsys):
+    """`base:` files merge first (paths relative to the file, chains allowed); the file's own keys win;
+    a key the schema lacks names the file it is in; --print-config shows the merged result."""
+    from apt.cli.distill import main
+    from apt.core.config import ConfigError
+
+    (tmp_path / "stage.yaml").write_text("train:\n  steps: 7\n  seed: 3\ncd:\n  lr: 0.5\n")
+    (tmp_path / "mid.yaml").write_text("base: stage.yaml\ntrain:\n  seed: 4\n")
+    (tmp_path / "model.yaml").write_text("base: [mid.yaml]\ntrain:\n  out_dir: runs/x\n")
+    cfg = load_config(DistillConfig, tmp_path / "model.yaml", ["cd.lr=0.25"])
+    assert (cfg.train.steps, cfg.train.seed, cfg.train.out_dir, cfg.cd.lr) == (7, 4, "runs/x", 0.25)
+    (tmp_path / "stage.yaml").write_text("train:\n  stepz: 7\n")
+    with pytest.raises(ConfigError, match="stage.yaml: train.stepz"):
+        load_config(DistillConfig, tmp_path / "model.yaml")
+    (tmp_path / "stage.yaml").write_text("base: model.yaml\n")
+    with pytest.raises(ConfigError, match="comes back to itself"):
+        load_config(DistillConfig, tmp_path / "model.yaml")
+    with pytest.raises(SystemExit) as done:
+        main(["--config", str(CONFIGS / "wan2.1-14b" / "distill.yaml"), "--print-config", "train.steps=5"])
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "guidance_scale: 7.5" in printed and "steps: 5" in printed and "Wan2.1-T2V-14B-Diffusers" in printed
+
+
+@pytest.mark.parametrize("model", [model for model, _, _ in WAN])
+def test_wan_model_files_hold_only_what_differs_from_their_base(model):
+    """No key of a model's file repeats its base's value (what they share lives in configs/base/ once)."""
+    from omegaconf import OmegaConf
+
+    from apt.core.config import flatten, yaml_chain
+
+    for path in sorted((CONFIGS / model).glob("*.yaml")):
+        *bases, (_, own) = yaml_chain(path)
+        assert bases, f"{path} names no base"
+        inherited = {}
+        for _, node in bases:
+            inherited.update(flatten(OmegaConf.to_container(node)))
+        repeated = {k: v for k, v in flatten(OmegaConf.to_container(own)).items() if inherited.get(k, object()) == v}
+        assert not repeated, f"{path} repeats its base: {repeated}"

@@ -1,6 +1,6 @@
 import torch
 
-from apt import flow
+from apt.core import flow
 from distill.consistency import cd_grid, cd_loss, consistency_fn, teacher_ode_step
 
 

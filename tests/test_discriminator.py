@@ -1,9 +1,9 @@
 import pytest
 import torch
-
-from apt import flow
-from apt.backbone import WanBackbone
 from tiny import tiny_transformer
+
+from apt.core import flow
+from apt.models.backbone import WanBackbone
 from discriminator.heads import TokenHead
 from discriminator.model import Discriminator
 
@@ -64,8 +64,8 @@ def _sharded_matches_plain():
     """Subprocess body: a world-of-one FSDP2 discriminator gives the plain one's logits and grads."""
     import copy
 
-    from apt.config import ParallelConfig
-    from apt.distributed import init_distributed, shutdown_distributed
+    from apt.training.config import ParallelConfig
+    from apt.training.distributed import init_distributed, shutdown_distributed
     from discriminator.parallel import parallelize_discriminator
 
     init_distributed()
@@ -90,8 +90,8 @@ def _approximate_r1_in_bf16_matches_fp32():
     import copy
 
     from apt.adversarial import losses
-    from apt.config import ParallelConfig
-    from apt.distributed import init_distributed, shutdown_distributed
+    from apt.training.config import ParallelConfig
+    from apt.training.distributed import init_distributed, shutdown_distributed
     from discriminator.parallel import parallelize_discriminator
 
     init_distributed()

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from apt.config import ConfigError, load_config
-from apt.run_folder import read_metrics
 from tiny import straight_and_resumed_runs
+
+from apt.core.config import ConfigError, load_config
+from apt.training.run_folder import read_metrics
 from distill.config import DistillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_toy_config_loads_and_rejects_bad_values():
     cfg = load_config(DistillConfig, ROOT / "configs/toy/distill.yaml")
-    assert cfg.cd.num_steps == 4 and cfg.parallel.fsdp  # the toy's short chain (docs/stage1-distill.md)
+    assert cfg.cd.num_steps == 4 and cfg.parallel.fsdp  # the toy's short chain (docs/experiments/2026-11-23-stage1-distill.md)
     with pytest.raises(ConfigError, match="cd.target"):
         load_config(DistillConfig, ROOT / "configs/toy/distill.yaml", ["cd.target=online"])
     with pytest.raises(ConfigError, match="cd.lrr"):
@@ -43,9 +43,9 @@ def test_torchrun_two_process_distill_resumes_to_identical_losses(tmp_path, tiny
     assert (tmp_path / "split" / "samples" / "step_00000004" / "grid.png").exists()
 
     # the checkpoint's EMA generator loads unsharded; both runs trained it identically, away from the teacher
-    from apt.backbone import WanBackbone
-    from apt.generator import OneStepGenerator
-    from apt.run_folder import load_generator as load_generator_from_checkpoint
+    from apt.models.backbone import WanBackbone
+    from apt.models.generator import OneStepGenerator
+    from apt.training.run_folder import load_generator as load_generator_from_checkpoint
 
     z, text = torch.randn(2, 4, 3, 8, 8), torch.randn(2, 32, 16)
     a = load_generator_from_checkpoint(tmp_path / "straight", tiny_model_dir)(z, text)

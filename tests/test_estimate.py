@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from apt.cli.estimate import main
-from apt.estimate import WAN_MODELS, Setup, build_on_meta, estimate, param_counts
-from apt.estimate_check import compare
+from apt.planning.check import compare
+from apt.planning.estimate import WAN_MODELS, Setup, build_on_meta, estimate, param_counts
 
 
 @pytest.mark.parametrize("name,blocks,billions", [("wan2.1-1.3b", 30, 1.419), ("wan2.1-14b", 40, 14.288),

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.toy.evaluation import evaluate_models, markdown_table, model_specs
 from apt.toy.components import TOY_MODEL_DIR
+from apt.toy.evaluation import evaluate_models, markdown_table, model_specs
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "evaluate.py"
 
@@ -57,8 +57,8 @@ def test_teacher_evaluation_is_deterministic_and_scripted(tmp_path):
 
 
 def test_plot_losses_writes_png(tmp_path):
-    from apt.plots import plot_losses
-    from apt.run_log import RunLog
+    from apt.training.plots import plot_losses
+    from apt.training.run_log import RunLog
 
     cd, adv = RunLog(tmp_path / "cd"), RunLog(tmp_path / "apt")
     for step in range(1, 6):
@@ -106,15 +106,14 @@ def test_plot_evaluations_script_places_each_model_and_refuses_bad_input(tmp_pat
 
 
 def test_generator_two_step_is_deterministic(monkeypatch):
-    import apt.run_folder
-    from apt.toy.evaluation import ModelSpec, generate
-    from apt.generator import OneStepGenerator
-    from apt.loading import load_components
-    from apt.toy.evaluation import check_prompts
+    import apt.training.run_folder
+    from apt.models.generator import OneStepGenerator
+    from apt.models.loading import load_components
+    from apt.toy.evaluation import ModelSpec, check_prompts, generate
 
     comps = load_components(TOY_MODEL_DIR)
     # the teacher as a (poor) one-step generator: no training checkpoint needed to test the sampling path
-    monkeypatch.setattr(apt.run_folder, "load_generator",
+    monkeypatch.setattr(apt.training.run_folder, "load_generator",
                         lambda run_dir, model_dir, weights: OneStepGenerator(comps.transformer))
     requests = check_prompts(3, seed=2, held_out=True)
     clips = {}

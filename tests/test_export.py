@@ -4,11 +4,11 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from apt.backbone import WanBackbone
 from apt.cli.export import main as export_main
 from apt.cli.generate import generate
-from apt.export import MANIFEST, export_checkpoint, verify_export
-from apt.run_folder import load_generator as load_generator_from_checkpoint
+from apt.inference.export import MANIFEST, export_checkpoint, verify_export
+from apt.models.backbone import WanBackbone
+from apt.training.run_folder import load_generator as load_generator_from_checkpoint
 
 SIZE = ["--height", "16", "--width", "16", "--frames", "5"]
 PROMPTS = ["a red seven moving up and to the left", "a blue two moving right"]
@@ -137,9 +137,9 @@ def test_overwrite_replaces_only_an_earlier_export(tiny_run_dir, tiny_model_dir,
 def test_an_export_travels_where_a_checkpoint_does(tiny_run_dir, tiny_model_dir, tmp_path):
     """Weights from elsewhere come as an export (safetensors: nothing is unpickled): evaluate, generate's
     loader and stage 2's adv.generator_init take one and get the checkpoint's generator."""
+    from apt.adversarial.build import check_inputs, initial_generator
     from apt.adversarial.config import APTConfig
-    from apt.adversarial.train import check_inputs, initial_generator
-    from apt.config import load_config
+    from apt.core.config import load_config
 
     out = export_checkpoint(tiny_run_dir, tmp_path / "export", dtype="fp32")
     ref = load_generator_from_checkpoint(tiny_run_dir, tiny_model_dir).backbone.state_dict()

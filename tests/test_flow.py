@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from apt import flow
+from apt.core import flow
 
 
 def test_shift_formula_and_fixed_points():

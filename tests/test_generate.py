@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from apt.cli.generate import main
-from apt.config import ConfigError
-from apt.video import read_mp4
+from apt.core.config import ConfigError
+from apt.core.video import read_mp4
 
 
 def test_generate_writes_one_mp4_per_prompt_and_a_grid(tiny_model_dir, tmp_path):
@@ -92,7 +92,8 @@ def test_one_step_rejects_cfg_bad_steps_and_unknown_backends(tiny_run_dir, tmp_p
 
 
 def test_config_yaml_sets_defaults_that_flags_override(tiny_model_dir, tmp_path):
-    from apt.cli.generate import parse_args, sampling_params as sample_config
+    from apt.cli.generate import parse_args
+    from apt.inference.engine import sampling_params as sample_config
 
     cfg = tmp_path / "g.yaml"
     cfg.write_text(f"model: {tiny_model_dir}\nprompts: [a red seven, a blue two]\nsteps: 2\nheight: 16\n"
@@ -117,7 +118,8 @@ def test_config_yaml_sets_defaults_that_flags_override(tiny_model_dir, tmp_path)
 def test_shipped_generate_configs_parse(tmp_path):
     from pathlib import Path
 
-    from apt.cli.generate import parse_args, sampling_params as sample_config
+    from apt.cli.generate import parse_args
+    from apt.inference.engine import sampling_params as sample_config
     from apt.toy.components import TOY_MODEL_DIR
 
     root = Path(__file__).resolve().parents[1] / "configs"

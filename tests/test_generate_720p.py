@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from tiny import build_tiny_wan_folder, write_tiny_run
-from apt.video import read_mp4
+
+from apt.core.video import read_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
 

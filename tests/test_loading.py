@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from apt.loading import load_components
-from apt.model_folder import check_layout
-from apt.pipeline import Sampler
-from apt.sampling_setup import SamplingParams
+from apt.core.sampling import SamplingParams
+from apt.inference.sampler import Sampler
+from apt.models.loading import load_components
+from apt.models.model_folder import check_layout
 
 
 def test_loads_a_diffusers_layout_folder(tiny_model_dir):
@@ -88,7 +88,7 @@ def test_wan22_ti2v_5b_layout_loads_and_samples(tmp_path):
 def test_a_two_expert_wan22_a14b_folder_is_refused_with_the_reason(tmp_path):
     from tiny import build_tiny_wan_folder
 
-    from apt.config import ConfigError
+    from apt.core.config import ConfigError
 
     folder = build_tiny_wan_folder(tmp_path / "a14b", wan22="a14b")
     with pytest.raises(ConfigError, match="two DiTs.*boundary_ratio 0.875.*one-DiT folder"):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from apt.metrics import sharpness, sharpness_ratio
+from apt.core.video_metrics import sharpness, sharpness_ratio
 
 
 def _blur(videos: torch.Tensor) -> torch.Tensor:
@@ -30,7 +30,7 @@ def test_sharpness_rejects_wrong_shapes_and_flat_references():
 
 
 def test_frechet_distance_zero_for_same_set_and_grows_with_shift():
-    from apt.metrics import frechet_distance, gaussian_stats
+    from apt.core.video_metrics import frechet_distance, gaussian_stats
 
     feats = torch.randn(500, 16, generator=torch.Generator().manual_seed(0)) @ torch.randn(16, 16)
     mu, cov = gaussian_stats(feats)
@@ -60,9 +60,7 @@ def test_evaluator_scores_real_held_out_clips():
 
 
 def test_evaluate_videos_real_clips_against_wrong_requests():
-    from apt.toy.evaluation import real_clips
-    from apt.toy.evaluation import evaluate_videos
-    from apt.toy.evaluation import check_prompts
+    from apt.toy.evaluation import check_prompts, evaluate_videos, real_clips
 
     requests = check_prompts(24, seed=3, held_out=True)
     real = real_clips(requests, seed=0)
@@ -84,7 +82,7 @@ def _disc(radius: float, edge_width: float, size: int = 32) -> torch.Tensor:
 
 
 def test_edge_sharpness_measures_edge_width_not_the_amount_of_ink():
-    from apt.metrics import edge_sharpness
+    from apt.core.video_metrics import edge_sharpness
 
     sharp_small, blurry_big = _disc(4, 0.4), _disc(12, 0.5)
     # Laplacian energy ranks the big, slightly blurrier disc first (three times the edge length) ...
@@ -109,7 +107,7 @@ def _fatten(videos: torch.Tensor) -> torch.Tensor:
 
 
 def test_edge_steepness_separates_edge_width_from_stroke_width():
-    from apt.metrics import edge_sharpness, edge_steepness
+    from apt.core.video_metrics import edge_sharpness, edge_steepness
     from apt.toy.world import MovingDigits
 
     data = MovingDigits("eval", 64, seed=3)

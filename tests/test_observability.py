@@ -1,9 +1,9 @@
-"""What the harness logs besides the stage's own metrics: throughput, memory, TensorBoard, logging."""
+"""What the trainer logs besides the stage's own metrics: throughput, memory, TensorBoard, logging."""
 
 import pytest
 import torch
 
-from apt.harness import device_peak_flops
+from apt.training.trainer import device_peak_flops
 
 
 def test_peak_flops_known_for_configured_values_and_not_guessed_on_cpu():
@@ -12,12 +12,12 @@ def test_peak_flops_known_for_configured_values_and_not_guessed_on_cpu():
 
 
 def test_throughput_is_flops_over_time_per_device_and_mfu_against_the_peak():
-    from apt.harness import Harness
+    from apt.training.trainer import Trainer
 
     class _Dist:
         world_size, device = 2, torch.device("cpu")
 
-    h = Harness.__new__(Harness)
+    h = Trainer.__new__(Trainer)
     h.dist = _Dist()
     out = h._throughput(seconds_per_step=2.0, flops_per_step=8e12, peak=4e12)
     assert out["tflops_per_device"] == pytest.approx(2.0) and out["mfu"] == pytest.approx(0.5)
@@ -29,8 +29,8 @@ def test_tensorboard_gets_the_scalars_and_the_preview_video(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from apt.run_log import RunLog
-    from apt.video import tiled_gif
+    from apt.core.video import tiled_gif
+    from apt.training.run_log import RunLog
 
     log = RunLog(tmp_path, tensorboard=True)
     for step in (1, 2):
@@ -49,7 +49,7 @@ def test_resumed_tensorboard_drops_events_past_the_checkpoint(tmp_path):
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from apt.run_log import RunLog
+    from apt.training.run_log import RunLog
 
     log = RunLog(tmp_path, tensorboard=True)
     for step in (1, 2, 3):
@@ -63,7 +63,7 @@ def test_resumed_tensorboard_drops_events_past_the_checkpoint(tmp_path):
 
 
 def test_messages_go_through_python_logging_on_rank_zero_only(capsys):
-    from apt.run_log import RunLog, setup_logging
+    from apt.training.run_log import RunLog, setup_logging
 
     setup_logging(rank=0)
     log = RunLog.__new__(RunLog)  # only its rank matters for messages

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.config import ConfigError, load_config
-from apt.entry import training_dataset as build_training_dataset
 from apt.cli.preprocess import PreprocessConfig, main
+from apt.core.config import ConfigError, load_config
+from apt.core.video import write_mp4
 from apt.data.preprocess import preprocess
 from apt.data.shards import ShardDataset, shard_files
+from apt.data.sources import training_dataset as build_training_dataset
 from apt.data.video_folder import ClipSpec, discover, load_clip
-from apt.distributed import DistInfo
-from apt.loading import load_components
-from apt.video import write_mp4
+from apt.models.loading import load_components
+from apt.training.distributed import DistInfo
 from distill.config import DistillConfig
 
 ONE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")
@@ -150,14 +150,14 @@ def test_both_stages_train_on_shards(stage, video_folder, tmp_path, tiny_model_d
             "train.steps=1", "train.micro_batch_size=2", "train.global_batch_size=0", "train.sample_every=0",
             f"train.out_dir={tmp_path / 'run'}"]
     if stage == "apt":
-        from apt.adversarial.train import main as train
+        from apt.cli.train import main as train
         args.append("adv.generator_init=teacher")
     else:
-        from distill.train import main as train
+        from apt.cli.distill import main as train
     result = train(args)
     assert result["step"] == 1 and all(torch.isfinite(torch.tensor(v)) for v in result["metrics"].values()
                                        if isinstance(v, float))
-    # the harness's throughput columns: the stage counts its FLOPs (apt/estimate.py), no peak on a CPU
+    # the trainer's throughput columns: the stage counts its FLOPs (apt/training/flops.py), no peak on a CPU
     assert result["metrics"]["tflops_per_device"] > 0 and result["metrics"]["peak_memory_gb"] > 0
     assert "mfu" not in result["metrics"]
 

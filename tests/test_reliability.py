@@ -1,11 +1,10 @@
 """What happens when things go wrong: NaN, a second run on the same folder, a resume with other
 settings, a corrupt or half-written checkpoint, a full disk, corrupt data.
 
-The training runs are the harness fixture (tests/harness_fixture.py) in a world of one, in a
-subprocess, as in test_harness.py.
+The training runs are the trainer fixture (tests/trainer_fixture.py) in a world of one, in a
+subprocess, as in test_trainer.py.
 """
 
-import errno
 import json
 import os
 import subprocess
@@ -15,18 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.config import ConfigError, TrainConfig, config_changes, dump_config, load_config
-from apt.run_folder import RunFolderBusy, clear_partial_writes, lock_run_folder, read_metrics
+from apt.core.config import ConfigError, dump_config, load_config
+from apt.training.config import config_changes
+from apt.training.run_folder import RunFolderBusy, clear_partial_writes, lock_run_folder, read_metrics
 
 TESTS = Path(__file__).resolve().parent
-FIXTURE = TESTS / "harness_fixture.py"
+FIXTURE = TESTS / "trainer_fixture.py"
 ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 
 def fixture_run(out_dir: Path, *overrides: str, expect_rc: int = 0) -> str:
     """One world-of-one training run of the fixture stage; returns stdout + stderr."""
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import harness_fixture as fx; "
-            f"from apt.command import run_command, exit_cleanly; "
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import trainer_fixture as fx; "
+            f"from apt.core.command import run_command, exit_cleanly; "
             f"run_command(lambda: fx.main(sys.argv[1:])); exit_cleanly(0)")
     out = subprocess.run([sys.executable, "-c", code, str(out_dir), *overrides], capture_output=True, text=True,
                          timeout=300, env=ENV)
@@ -72,7 +72,7 @@ def test_a_run_folder_is_locked_by_its_run_and_freed_when_it_ends(tmp_path):
 # -- resume with other settings --------------------------------------------------------------------
 
 def test_config_changes_lists_what_differs_except_schedule_keys(tmp_path):
-    from harness_fixture import FixtureConfig
+    from trainer_fixture import FixtureConfig
 
     saved = load_config(FixtureConfig, None, ["lr=0.001", "train.micro_batch_size=2"])
     dump_config(saved, tmp_path / "config.yaml")
@@ -125,12 +125,12 @@ def test_a_full_disk_while_saving_is_named_and_leaves_nothing_half_written(tmp_p
 import errno, sys
 sys.path.insert(0, {str(TESTS)!r})
 import torch.distributed.checkpoint as dcp
-import harness_fixture as fx
+import trainer_fixture as fx
 real_save = dcp.save
 def full_disk(*args, **kwargs):
     raise OSError(errno.ENOSPC, "No space left on device")
 dcp.save = full_disk
-from apt.command import exit_cleanly
+from apt.core.command import exit_cleanly
 try:
     fx.main([{str(tmp_path)!r}, "train.steps=2", "train.checkpoint_every=2"])
 except OSError as err:
@@ -221,7 +221,7 @@ def test_impossible_stage2_values_stop_at_start_up_with_the_key_named(override, 
     ({}, "cores"),
 ])
 def test_each_process_uses_its_share_of_the_cores_it_may_run_on(env, expect):
-    code = ("import os, torch; from apt.distributed import set_cpu_threads; cores = len(os.sched_getaffinity(0)); "
+    code = ("import os, torch; from apt.training.distributed import set_cpu_threads; cores = len(os.sched_getaffinity(0)); "
             f"n = set_cpu_threads(); assert n == torch.get_num_threads() == max(1, {expect}), (n, cores)")
     clean = {k: v for k, v in ENV.items() if k not in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,

@@ -1,5 +1,6 @@
 """Rewards: one interface (scores of decoded frames and prompts), gradients to the pixels, the CLIP
-loader on a tiny local model, a weighted sum, and bad reward configs stopping at start-up."""
+loader on a tiny local model, a user's own class (kind: python), a weighted sum, and bad reward
+configs stopping at start-up."""
 
 import json
 from pathlib import Path
@@ -8,8 +9,10 @@ import pytest
 import torch
 
 from apt.adversarial.config import APTConfig
-from apt.config import ConfigError, load_config
-from apt.rewards import CLIPReward, Rewards, build_rewards, pick_frames
+from apt.core.config import ConfigError, load_config
+from apt.rewards.base import Rewards, pick_frames
+from apt.rewards.clip import CLIPReward
+from apt.rewards.registry import build_rewards, reward_kinds
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY = ROOT / "configs/toy/apt.yaml"
@@ -43,15 +46,15 @@ def clip_folder(tmp_path_factory):
 
 
 def test_clip_reward_scores_each_clip_against_its_prompt_with_gradients(clip_folder):
-    reward = CLIPReward(clip_folder, frames=[0, -1])
+    reward = Rewards([(CLIPReward(clip_folder), 1.0, [0, -1])])  # the first and the last frame only
     videos = (torch.rand(3, 3, 5, 24, 40) * 2 - 1).requires_grad_(True)  # not square: resized and centre-cropped
-    scores = reward(videos, ["a red seven", "a blue two", "a cat"])
+    scores, _ = reward(videos, ["a red seven", "a blue two", "a cat"])
     assert scores.shape == (3,) and torch.all(scores.abs() <= 1 + 1e-5)  # cosines
     scores.sum().backward()
     assert videos.grad.abs().sum() > 0
     assert videos.grad[:, :, 1:4].abs().sum() == 0  # only the scored frames get gradients
     # a prompt changes the score of the same clip
-    again = reward(videos.detach()[:1].expand(2, -1, -1, -1, -1), ["a red seven", "a cat"])
+    again, _ = reward(videos.detach()[:1].expand(2, -1, -1, -1, -1), ["a red seven", "a cat"])
     assert again[0] != again[1]
 
 
@@ -122,11 +125,43 @@ def test_bad_reward_configs_stop_at_start_up_with_the_entry_named(tmp_path, clip
     ok = load_config(APTConfig, TOY, [f"adv.rewards=[{{kind: clip, path: {clip_folder}, weight: 0.5, name: c}}]"])
     built = build_rewards(ok.adv.rewards)
     assert [r.name for r in built.rewards] == ["c"] and built.weights == [0.5]
+    for bad, key in (("{kind: python}", "target"), ("{kind: python, target: nosuchmodule:Reward}", "target"),
+                     ("{kind: toy, options: {a: 1}}", "options")):
+        with pytest.raises(ConfigError, match=rf"adv.rewards\[0\].{key}"):
+            build_rewards(load_config(APTConfig, TOY, [f"adv.rewards=[{bad}]"]).adv.rewards)
+
+
+class Brightness:
+    """A user's own reward (not a module): the mean brightness of the frames, scaled."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+
+    def __call__(self, videos, prompts):
+        return self.scale * videos.mean((1, 2, 3, 4))
+
+
+def test_a_python_reward_plugs_in_by_its_import_path():
+    """kind: python builds the class at `target` with `options`; it is scored on its `frames`, named by
+    `name` (or its class) and weighted like any reward; the registered kinds include the toy's plugin."""
+    assert {"clip", "python", "toy"} <= set(reward_kinds())
+    cfg = load_config(APTConfig, TOY, [
+        f"adv.rewards=[{{kind: python, target: '{__name__}:Brightness', options: {{scale: 2.0}}, weight: 3.0, "
+        f"frames: [-1]}}]"])
+    rewards = build_rewards(cfg.adv.rewards)
+    videos = torch.zeros(2, 3, 4, 8, 8, requires_grad=True)
+    with torch.no_grad():
+        videos[:, :, -1] = 0.5  # only the last frame is bright
+    total, each = rewards(videos, ["a", "b"])
+    assert list(each) == ["Brightness"] and torch.allclose(each["Brightness"], torch.full((2,), 1.0))
+    assert torch.allclose(total, torch.full((2,), 3.0))
+    total.sum().backward()
+    assert videos.grad[:, :, :-1].abs().sum() == 0 and videos.grad[:, :, -1].abs().sum() > 0
 
 
 def test_vae_decode_with_grad_equals_the_decode_and_checkpointing_changes_no_gradient():
-    from apt.loading import load_components
-    from apt.model_folder import resolve_model_dir
+    from apt.models.loading import load_components
+    from apt.models.model_folder import resolve_model_dir
 
     vae = load_components(resolve_model_dir("toy"), parts=("vae",)).vae
     latent = torch.randn(2, 8, 3, 8, 8)
@@ -148,7 +183,7 @@ def test_decode_with_grad_and_refine_take_wan22s_patchified_vae():
     from diffusers import AutoencoderKLWan
     from tiny import TINY_WAN22_VAE
 
-    from apt.vae import VideoVAE
+    from apt.models.vae import VideoVAE
 
     torch.manual_seed(0)
     vae = VideoVAE(AutoencoderKLWan(**TINY_WAN22_VAE).eval().requires_grad_(False))
@@ -165,25 +200,6 @@ def test_decode_with_grad_and_refine_take_wan22s_patchified_vae():
     assert error(vae.refine(video, 3, 0.05, latent=latent)) < error(latent)
 
 
-def test_vae_reencode_with_grad_reads_back_the_decoded_first_frames_and_keeps_the_rest():
-    from apt.loading import load_components
-    from apt.model_folder import resolve_model_dir
-
-    vae = load_components(resolve_model_dir("toy"), parts=("vae",)).vae
-    latent = torch.randn(2, 8, 3, 8, 8, requires_grad=True)
-    out = vae.reencode_with_grad(latent, latent_frames=1)
-    # latent frame 0 is what the encoder reads off the decoded first frame; frames 1, 2 are untouched
-    assert torch.allclose(out[:, :, :1].detach(), vae.encode(vae.decode(latent.detach())[:, :, :1]), atol=1e-5)
-    assert torch.equal(out[:, :, 1:].detach(), latent[:, :, 1:].detach())
-    out[:, :, :1].sum().backward()  # G's gradient reaches its first latent frame through decode and encode
-    assert latent.grad[:, :, :1].abs().sum() > 0 and latent.grad[:, :, 1:].abs().sum() == 0
-    # a latent the encoder gave is (nearly) a fixed point: re-encoding moves it far less than a random one
-    real = vae.encode(vae.decode(torch.randn(2, 8, 3, 8, 8)))
-    assert (vae.reencode_with_grad(real, 1) - real).abs().mean() < 0.5 * (out.detach() - latent.detach()).abs().mean()
-    with pytest.raises(ValueError, match="re-encode 1..3"):
-        vae.reencode_with_grad(latent, latent_frames=4)
-
-
 def _have_toy_reward() -> bool:
     from apt.toy.reward import REWARD_DIR
 
@@ -195,8 +211,8 @@ def test_stage_two_with_a_reward_logs_it_and_updates_g_by_both_gradients(tmp_pat
     adversarial term off (the reward-hacking ablation) G still trains, by the reward alone."""
     if not _have_toy_reward():
         pytest.skip("the toy reward model is not built")
-    from apt.adversarial.train import main as train
-    from apt.run_folder import read_metrics
+    from apt.cli.train import main as train
+    from apt.training.run_folder import read_metrics
 
     monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "cache"))
     base = ["--config", str(ROOT / "configs/toy/reward.yaml"), f"model.path={tiny_model_dir}", "adv.generator_init=teacher",
@@ -219,8 +235,9 @@ def test_stage_two_with_a_reward_logs_it_and_updates_g_by_both_gradients(tmp_pat
 def test_torchrun_two_process_reward_phase_resumes_to_identical_losses(tmp_path, tiny_model_dir):
     if not _have_toy_reward():
         pytest.skip("the toy reward model is not built")
-    from apt.run_folder import read_metrics
     from tiny import straight_and_resumed_runs
+
+    from apt.training.run_folder import read_metrics
 
     straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", ROOT / "configs/toy/reward.yaml", [
         f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "adv.discriminator_init=",

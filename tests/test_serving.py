@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.config import ConfigError
-from apt.fast_decoder import FastDecoder, FastDecoderConfig, config_for_vae, find_fast_decoder
+from apt.core.config import ConfigError
+from apt.models.fast_decoder import FastDecoder, FastDecoderConfig, config_for_vae, find_fast_decoder
 
 HERE = Path(__file__).resolve().parent
 
@@ -45,14 +45,14 @@ def test_fast_decoder_config_is_checked_and_folders_round_trip(tmp_path):
 
 
 def _tiny_vae_and_latents(tiny_model_dir, n=40):
-    from apt.loading import load_components
+    from apt.models.loading import load_components
 
     vae = load_components(tiny_model_dir, parts=("vae",)).vae
     return vae, torch.randn(n, vae.z_dim, 2, 4, 4, generator=torch.Generator().manual_seed(0))
 
 
 def test_fast_decoder_training_learns_and_resumes_bit_exactly(tiny_model_dir, tmp_path, monkeypatch):
-    import apt.train_decoder as td
+    import apt.training.decoder_training as td
 
     vae, latents = _tiny_vae_and_latents(tiny_model_dir)
     cfg = td.DecoderTraining(steps=30, batch_size=4, lr=3e-3, warmup=1, holdout=8, save_every=10, channels=(8, 4),
@@ -93,7 +93,7 @@ def test_fast_decoder_training_learns_and_resumes_bit_exactly(tiny_model_dir, tm
 
 
 def test_fast_decoder_trains_on_latent_windows(tiny_model_dir, tmp_path, capsys):
-    import apt.train_decoder as td
+    import apt.training.decoder_training as td
 
     vae, latents = _tiny_vae_and_latents(tiny_model_dir)
     windows = td.random_windows(latents, 2, torch.Generator().manual_seed(0))
@@ -111,8 +111,8 @@ def test_fast_decoder_learns_wan22s_patchified_vae(tmp_path):
     from diffusers import AutoencoderKLWan
     from tiny import TINY_WAN22_VAE
 
-    import apt.train_decoder as td
-    from apt.vae import VideoVAE
+    import apt.training.decoder_training as td
+    from apt.models.vae import VideoVAE
 
     torch.manual_seed(0)
     vae = VideoVAE(AutoencoderKLWan(**TINY_WAN22_VAE).eval())
@@ -149,7 +149,7 @@ def test_tiled_vae_decode_is_diffusers_tiled_decode(tiny_model_dir, layout):
         from diffusers import AutoencoderKLWan
         from tiny import TINY_WAN22_VAE
 
-        from apt.vae import VideoVAE
+        from apt.models.vae import VideoVAE
 
         torch.manual_seed(0)
         vae = VideoVAE(AutoencoderKLWan(**TINY_WAN22_VAE).eval())
@@ -172,7 +172,8 @@ def test_tiled_vae_decode_is_diffusers_tiled_decode(tiny_model_dir, layout):
 
 
 def test_tile_grid_and_its_flags():
-    from apt.cli.generate import parse_args, tile_grid
+    from apt.cli.generate import parse_args
+    from apt.inference.decoders import tile_grid
 
     assert tile_grid("auto", 1) is None and tile_grid("off", 8) is None
     assert tile_grid("auto", 2) == (1, 2) and tile_grid("auto", 4) == (2, 2) and tile_grid("auto", 8) == (2, 4)
@@ -187,9 +188,9 @@ def test_generator_is_built_without_reading_the_teachers_weights(tiny_model_dir,
     replaced by garbage it still loads, and equals loading the teacher and overwriting it."""
     import shutil
 
-    from apt.backbone import WanBackbone
-    from apt.checkpoint import load_model_from_checkpoint
-    from apt.run_folder import load_generator, resolve_checkpoint
+    from apt.models.backbone import WanBackbone
+    from apt.training.checkpoint import load_model_from_checkpoint
+    from apt.training.run_folder import load_generator, resolve_checkpoint
 
     reference = WanBackbone.from_pretrained(tiny_model_dir)
     load_model_from_checkpoint(resolve_checkpoint(tiny_run_dir), "ema", reference)
@@ -282,7 +283,7 @@ def test_export_carries_the_fast_decoder_and_serves_with_it(tiny_model_dir, tiny
     import shutil
 
     from apt.cli.generate import generate
-    from apt.export import export_checkpoint
+    from apt.inference.export import export_checkpoint
 
     teacher = shutil.copytree(tiny_model_dir, tmp_path / "teacher")
     vae, _ = _tiny_vae_and_latents(tiny_model_dir, 1)
@@ -302,8 +303,8 @@ def test_export_carries_the_fast_decoder_and_serves_with_it(tiny_model_dir, tiny
 def test_bundled_tokenizer_reproduces_byt5_token_for_token(tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from apt.model_folder import resolve_model_dir
-    from apt.serving_bundle import fast_tokenizer
+    from apt.inference.serving_bundle import fast_tokenizer
+    from apt.models.model_folder import resolve_model_dir
 
     prompts = ["a red seven moving up", "", "héllo wörld ✓ 😀", "x" * 100, "a  b", "</s> inside", "tab\tnew",
                "<extra_id_3> hi", "a <pad> b"]
@@ -321,7 +322,7 @@ def test_serving_bundle_gives_the_same_clips_without_diffusers(tiny_model_dir, t
     import shutil
 
     from apt.cli.generate import generate
-    from apt.export import export_checkpoint
+    from apt.inference.export import export_checkpoint
 
     with pytest.raises(FileNotFoundError, match="fast_decoder"):
         export_checkpoint(tiny_run_dir, tmp_path / "no", str(tiny_model_dir), serving_bundle=True)
@@ -349,3 +350,20 @@ def test_serving_bundle_gives_the_same_clips_without_diffusers(tiny_model_dir, t
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_decoder_pool_comes_from_a_data_source_or_a_shard_folder(tmp_path, monkeypatch):
+    """apt-train-decoder --data toy takes clips from the toy's registered data source (seed data_seed)."""
+    import apt.training.decoder_training as td
+    from apt.models.loading import load_components
+    from apt.models.model_folder import resolve_model_dir
+
+    monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "cache"))
+    toy = resolve_model_dir("toy")
+    comps = load_components(toy, parts=("vae", "text_encoder", "tokenizer"))
+    latents, source = td.load_latents("toy", 6, 7, comps, toy)
+    assert latents.shape == (6, 8, 3, 8, 8) and source == "data source toy: 6 clips (seed 7, 9 frames)"
+    again, _ = td.load_latents("toy", 6, 8, comps, toy)
+    assert not torch.equal(latents, again)  # another seed, other clips
+    with pytest.raises(FileNotFoundError):
+        td.load_latents(str(tmp_path / "no-shards"), 6, 7, comps, toy)

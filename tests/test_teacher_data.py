@@ -5,12 +5,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from apt.config import ConfigError, DataConfig
-from apt.distributed import DistInfo
-from apt.loading import load_components
-from apt.pipeline import Sampler
-from apt.sampling_setup import SamplingParams
+from apt.core.config import ConfigError
+from apt.core.sampling import SamplingParams
+from apt.inference.sampler import Sampler
+from apt.models.loading import load_components
 from apt.toy.data import TEACHER_NOISE_SEED, teacher_clip_choice, toy_training_dataset
+from apt.training.config import DataConfig
+from apt.training.distributed import DistInfo
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE = DistInfo(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"), backend="gloo")

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from apt.loading import load_components
-from apt.pipeline import Sampler
-from apt.sampling_setup import SamplingParams
+from apt.core.sampling import SamplingParams
+from apt.inference.sampler import Sampler
+from apt.models.loading import load_components
 from apt.toy.attributes import attribute_accuracy
 from apt.toy.components import TOY_MODEL_DIR
 from apt.toy.evaluation import check_prompts

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from apt.video import frame_grid, read_mp4, to_uint8_frames, write_mp4
+from apt.core.video import frame_grid, read_mp4, to_uint8_frames, write_mp4
 
 
 def test_mp4_round_trip_and_odd_sizes(tmp_path):

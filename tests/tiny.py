@@ -106,9 +106,9 @@ def write_tiny_run(run_dir: str | Path, model_dir: str | Path, step: int = 3, na
     """A training-run folder as stage 1 leaves it (config.yaml naming the teacher, one DCP checkpoint),
     its models perturbed copies of the teacher so that each differs from the teacher and the others.
     Returns the step directory."""
-    from apt.backbone import WanBackbone
-    from apt.checkpoint import CheckpointManager
-    from apt.run_folder import checkpoints_dir
+    from apt.models.backbone import WanBackbone
+    from apt.training.checkpoint import CheckpointManager
+    from apt.training.run_folder import checkpoints_dir
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

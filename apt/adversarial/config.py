@@ -4,19 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from apt.config import ConfigError, RunConfig
-
-
-@dataclass
-class RewardTerm:
-    """One reward of the generator's loss (apt/rewards.py)."""
-
-    kind: str = "toy"  # "toy" (the shipped toy alignment model) or "clip" (a local transformers CLIP folder)
-    path: str = ""  # the model's local folder; "" = the shipped one (toy)
-    weight: float = 1.0  # > 0: L_G = L_adv - sum_i weight_i * reward_i
-    frames: list[int] = field(default_factory=list)  # pixel frames it scores (negative: from the end); [] = all decoded
-    head: str = ""  # clip: a safetensors linear head over the image embedding (aesthetic score) instead of the text
-    name: str = ""  # what the log calls it; "" = the kind's own name
+from apt.core.config import ConfigError
+from apt.rewards.config import RewardConfig
+from apt.rewards.registry import check_reward
+from apt.training.config import RunConfig
 
 
 @dataclass
@@ -25,14 +16,14 @@ class AdversarialConfig:
     # a stage-2 run (or checkpoint) whose discriminator D continues from; "" = a fresh copy of the teacher
     discriminator_init: str = ""
     lr_generator: float = 5e-6  # paper: 5e-6 image stage, 3e-6 video stage
-    lr_discriminator: float = 5e-6
+    lr_discriminator: float = 5e-6  # D's backbone (and, with lr_heads 0, its heads)
     # the new token heads and logit layer only; 0 = lr_discriminator (the paper uses one learning rate)
     lr_heads: float = 0.0
     # "adam": Adam with beta1 0 and bias correction, the paper's "RMSProp (Adam with beta1 = 0)";
     # "rmsprop": torch's RMSprop (alpha = beta2), whose first updates are several times the lr
     optimizer: str = "adam"
     beta2: float = 0.9  # second-moment decay (paper: 0.9)
-    ema_decay: float = 0.995
+    ema_decay: float = 0.995  # EMA of G, the model sampled and exported (paper: 0.995)
     d_shift: float = 12.0  # D re-noising t ~ shift(U(0,1), s): 1 for images, 12 for video
     r1_weight: float = 100.0  # approximate R1 lambda; 0 disables it (the ablation)
     r1_sigma: float = 0.1  # 0.01 images, 0.1 video
@@ -43,7 +34,7 @@ class AdversarialConfig:
     # update instead of two): saves a G forward, keeps G's activations alive through the D step
     share_generator_pass: bool = False
     r2_weight: float = 0.0  # approximate R2 on generated samples (APT2: 1000 with sigma 0.1); 0 = off
-    r2_sigma: float = 0.1
+    r2_sigma: float = 0.1  # approximate R2's perturbation (APT2: 0.1)
     feature_matching_weight: float = 0.0  # SeedVR2-style L1 on D's tapped features, added to L_G; 0 = off
     # lazy feature matching: on one G step in k, weighted by k (its real reference pass costs a D forward)
     feature_matching_every: int = 1
@@ -53,33 +44,16 @@ class AdversarialConfig:
     # samples then re-noised at that pass's t and noise: no extra D pass (needs share_generator_pass)
     real_reference: str = "fresh"
     loss: str = "nonsaturating"  # or "relativistic" (APT2's pairing loss)
-    # real clips paired with another clip's caption as extra negatives for D, this weight on
-    # softplus(D(x, c_wrong)) (GAN-CLS; the paper: it did not fix text alignment at its scale); 0 = off
-    mismatch_weight: float = 0.0
-    # real clips whose later latent frames (from the second on) come from another clip of the
-    # micro-batch, with their own caption, as extra negatives for D at this weight: a clip whose digit
-    # changes between frames is then "generated" to D (docs/stage2-apt.md); 0 = off
-    temporal_negative_weight: float = 0.0
-    # D also judges each clip's first latent frame on its own, real against generated, at this weight
-    # in L_D and L_G (MoCoGAN's image discriminator, with the same D): a causal video VAE encodes the
-    # first frame alone, so that latent frame is an image latent, the frame generated clips get most
-    # wrong (docs/stage2-apt.md); 0 = off
-    first_frame_weight: float = 0.0
-    # D sees G's samples with their first k latent frames decoded and encoded again by the VAE (the
-    # latent of what the decoder shows), G's gradient flowing back through both (the decode
-    # checkpointed as adv.reward_checkpointing says); real latents are already what the encoder
-    # gives. 0 = off (docs/stage2-apt.md)
-    reencode_latent_frames: int = 0
     # ADD's distillation term (Sauer et al. 2023, arXiv 2311.17042), beyond the paper: G's sample,
     # re-noised at t ~ shift(U(0,1), distill_shift), is denoised by the frozen teacher with CFG, and
     # L_G += distill_weight * ||G(z) - stopgrad(teacher x0 prediction)||^2: the teacher's guidance
-    # (which pure APT loses, docs/stage2-apt.md) pulls on G while D keeps it on the data; on one G
+    # (which pure APT loses, docs/experiments/2026-11-23-stage2-apt.md) pulls on G while D keeps it on the data; on one G
     # step in distill_every, weighted by distill_every (lazy, like r1_every). 0 = off
     distill_weight: float = 0.0
-    distill_guidance_scale: float = 5.0
-    distill_negative_prompt: str = ""
-    distill_shift: float = 1.0
-    distill_every: int = 1
+    distill_guidance_scale: float = 5.0  # the teacher's CFG in the distillation target
+    distill_negative_prompt: str = ""  # its negative prompt
+    distill_shift: float = 1.0  # G's samples are re-noised at t ~ shift(U(0,1), distill_shift)
+    distill_every: int = 1  # lazy: on one G step in k, weighted by k
     # the target: 1 = the teacher's x0 prediction at t (ADD); k > 1 = k guided Euler steps of the teacher
     # from t to 0 (a teacher sample that starts from G's re-noised sample: sharp where one prediction is blurred)
     distill_steps: int = 1
@@ -87,19 +61,19 @@ class AdversarialConfig:
     # caption on a fixed held batch of probe_size clips (0 = off); the running real-vs-fake AUC is over
     # the last auc_window real and fake logits of each rank
     probe_every: int = 20
-    probe_size: int = 64
-    auc_window: int = 256
+    probe_size: int = 64  # held clips of the caption diagnostic, over all ranks
+    auc_window: int = 256  # real and fake logits per rank in the running AUC (d_auc)
     # reward feedback on the one-step generator: L_G = L_adv - sum_i w_i R_i(decode(G(z)), c); [] = off
-    rewards: list[RewardTerm] = field(default_factory=list)
+    rewards: list[RewardConfig] = field(default_factory=list)
     reward_latent_frames: int = 0  # decode only the first k latent frames for the rewards (0 = all)
     reward_checkpointing: bool = True  # recompute each latent frame's VAE decode in backward (bounded memory)
     adversarial_weight: float = 1.0  # the weight of L_adv in L_G; 0 = reward only (the reward-hacking ablation)
     taps: list[int] = field(default_factory=list)  # 1-based; empty = 4/9, 13/18, 1 of depth
-    head_mlp_ratio: float = 4.0
+    head_mlp_ratio: float = 4.0  # width of the token heads' MLP, times the model width
     collapse_d_loss: float = 1e-3  # stop when the D loss stays below this ...
     collapse_patience: int = 20  # ... for this many consecutive steps
     # stop when D's running real-vs-fake AUC stays above this for collapse_patience steps: G's samples
-    # have left the data (what reward hacking looks like, docs/reward-feedback.md); 0 = off
+    # have left the data (what reward hacking looks like, docs/experiments/2026-11-24-reward-feedback.md); 0 = off
     stop_d_auc: float = 0.0
 
     def validate(self):
@@ -130,14 +104,6 @@ class AdversarialConfig:
                               "or adv.real_reference=fresh")
         if self.optimizer not in ("adam", "rmsprop"):
             raise ConfigError(f"adv.optimizer must be 'adam' or 'rmsprop', got {self.optimizer!r}")
-        if self.mismatch_weight < 0:
-            raise ConfigError(f"adv.mismatch_weight must be >= 0, got {self.mismatch_weight}")
-        if self.reencode_latent_frames < 0:
-            raise ConfigError(f"adv.reencode_latent_frames must be >= 0 (0 = off), got {self.reencode_latent_frames}")
-        if self.first_frame_weight < 0:
-            raise ConfigError(f"adv.first_frame_weight must be >= 0, got {self.first_frame_weight}")
-        if self.temporal_negative_weight < 0:
-            raise ConfigError(f"adv.temporal_negative_weight must be >= 0, got {self.temporal_negative_weight}")
         if self.distill_weight < 0 or self.distill_guidance_scale < 0 or self.distill_shift <= 0:
             raise ConfigError("adv.distill_weight and adv.distill_guidance_scale must be >= 0, adv.distill_shift > 0")
         for key in ("r1_every", "feature_matching_every", "distill_every", "distill_steps", "auc_window", "probe_size",
@@ -146,12 +112,8 @@ class AdversarialConfig:
                 raise ConfigError(f"adv.{key} must be >= 1, got {getattr(self, key)}")
         if self.probe_every < 0:
             raise ConfigError(f"adv.probe_every must be >= 0 (0 = off), got {self.probe_every}")
-        for i, term in enumerate(self.rewards):
-            if term.kind not in ("toy", "clip"):
-                raise ConfigError(f"adv.rewards[{i}].kind must be 'toy' or 'clip', got {term.kind!r}")
-            if term.weight <= 0:
-                raise ConfigError(f"adv.rewards[{i}].weight must be positive (the reward is maximised), "
-                                  f"got {term.weight}")
+        for i, reward in enumerate(self.rewards):
+            check_reward(reward, f"adv.rewards[{i}]")
         if self.collapse_d_loss < 0 or self.head_mlp_ratio <= 0:
             raise ConfigError("adv.collapse_d_loss must be >= 0 and adv.head_mlp_ratio > 0")
         if any(t < 1 for t in self.taps):

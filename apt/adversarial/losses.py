@@ -66,16 +66,31 @@ def relativistic_g_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) ->
     return F.softplus(-(fake_logits - real_logits)).mean()
 
 
-def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> float:
+def d_accuracy(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     """Fraction of reals scored > 0 and fakes < 0 (a diagnostic: ~1.0 for long means D is winning)."""
-    return 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()).item()
+    return 0.5 * ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean())
 
 
-def auc(positive: torch.Tensor, negative: torch.Tensor) -> float:
-    """P(a positive scores above a negative), ties counted half (the Mann-Whitney AUC): 0.5 at chance,
-    1.0 when every positive outranks every negative. NaN when either set is empty."""
+def auc(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """P(a positive scores above a negative), ties counted half (the Mann-Whitney AUC), a float64 scalar
+    on the inputs' device: 0.5 at chance, 1.0 when every positive outranks every negative. NaN when
+    either set is empty."""
     positive, negative = positive.flatten().double(), negative.flatten().double()
     if not len(positive) or not len(negative):
-        return float("nan")
+        return torch.tensor(float("nan"), dtype=torch.float64, device=positive.device)
     diff = positive[:, None] - negative[None, :]
-    return float((diff > 0).double().mean() + 0.5 * (diff == 0).double().mean())
+    return (diff > 0).double().mean() + 0.5 * (diff == 0).double().mean()
+
+
+def discriminator_loss(kind: str, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_D of adv.loss: "nonsaturating" (the paper) or "relativistic" (APT2)."""
+    if kind == "relativistic":
+        return relativistic_d_loss(real_logits, fake_logits)
+    return d_loss(real_logits, fake_logits)
+
+
+def generator_loss(kind: str, real_logits: torch.Tensor | None, fake_logits: torch.Tensor) -> torch.Tensor:
+    """L_G of adv.loss; real_logits are only read (and only needed) by the relativistic loss."""
+    if kind == "relativistic":
+        return relativistic_g_loss(real_logits, fake_logits)
+    return g_loss(fake_logits)

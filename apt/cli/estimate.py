@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from apt.command import console_script, run_command
-from apt.config import ConfigError, option, parse_command
-from apt.estimate import WAN_MODELS, WAN_VAES, Setup, estimate, format_table
+from apt.core.command import console_script, run_command
+from apt.core.config import ConfigError, option, parse_command
+from apt.planning.estimate import WAN_MODELS, WAN_VAES, Setup, estimate, format_table
 
 
 @dataclass
@@ -80,7 +80,7 @@ def run(a: EstimateConfig) -> dict:
     else:
         print(format_table(r, a.mfu, a.model))
     if a.check:
-        from apt.estimate_check import compare
+        from apt.planning.check import compare
 
         print("\ntiny CPU run (fp32, 6 blocks, 192 tokens): measured vs estimated")
         for name, got, want, ratio in compare():

@@ -15,10 +15,9 @@ import json
 import sys
 from dataclasses import dataclass
 
-from apt.command import console_script, run_command
-from apt.config import ConfigError, option, parse_command
-from apt.export import BF16_TOLERANCE
-
+from apt.core.command import console_script, run_command
+from apt.core.config import ConfigError, option, parse_command
+from apt.inference.export import BF16_TOLERANCE
 
 
 @dataclass
@@ -42,7 +41,7 @@ class ExportConfig:
 
 
 def export(cfg: ExportConfig) -> int:
-    from apt.export import export_checkpoint, verify_export
+    from apt.inference.export import export_checkpoint, verify_export
 
     out = export_checkpoint(cfg.checkpoint, cfg.out, cfg.model or None, cfg.weights, cfg.dtype, cfg.overwrite,
                             serving_bundle=cfg.serving_bundle)

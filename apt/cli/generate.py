@@ -21,16 +21,13 @@ key=value overrides win over it.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-from apt.command import console_script, run_command
-from apt.config import ConfigError, option, parse_command
+from apt.core.command import console_script, run_command
+from apt.core.config import ConfigError, option, parse_command
+from apt.inference.decoders import KINDS as DECODERS
+from apt.inference.decoders import parse_tiles
 
-TEACHER_SAMPLING = dict(steps=25, guidance_scale=5.0)
-ONE_STEP_SAMPLING = dict(steps=1, guidance_scale=1.0)
-GENERATION_PHASES = ("text_encoder", "dit", "vae_decode")
 WEIGHTS = ("ema", "generator", "student")
 DTYPE_NAMES = ("bf16", "fp32")
 MAX_TEACHER_STEPS = 1000
@@ -64,7 +61,7 @@ class GenerateConfig:
     device: str = option("", "cpu, cuda, cuda:1 ...; default: cuda if available")
     dtype: str = option("", "DiT and text encoder dtype; default bf16 on CUDA, fp32 on CPU", choices=DTYPE_NAMES)
     decoder: str = option("vae", "latents to video: the full VAE decoder, or the distilled fast decoder "
-                                 "(the model folder's fast_decoder/, apt-train-decoder)", choices=("vae", "fast"))
+                                 "(the model folder's fast_decoder/, apt-train-decoder)", choices=DECODERS)
     fast_decoder: str = option("", "--decoder fast: a fast decoder folder other than the model folder's")
     vae_dtype: str = option("", "VAE / fast decoder dtype; default bf16 on CUDA, fp32 on CPU", choices=DTYPE_NAMES)
     attention_backend: str = option("native", "diffusers attention backend: native (torch SDPA), flash, xformers, ...")
@@ -80,7 +77,7 @@ class GenerateConfig:
     def validate(self):
         if self.weights not in WEIGHTS:
             raise ConfigError(f"weights must be one of {', '.join(WEIGHTS)}, got {self.weights!r}")
-        if self.decoder not in ("vae", "fast"):
+        if self.decoder not in DECODERS:
             raise ConfigError(f"decoder must be vae or fast, got {self.decoder!r}")
         if self.fast_decoder and self.decoder != "fast":
             raise ConfigError("fast_decoder is a --decoder fast option: add --decoder fast")
@@ -104,299 +101,15 @@ class GenerateConfig:
             raise ConfigError(f"renoise_t must be in (0, 1], got {self.renoise_t}")
 
 
-def parse_tiles(text: str) -> tuple[int, int]:
-    rows, sep, cols = text.lower().partition("x")
-    if not (sep and rows.isdigit() and cols.isdigit() and int(rows) >= 1 and int(cols) >= 1):
-        raise ConfigError(f"vae_tiles takes ROWSxCOLS (e.g. 2x4), off or auto, got {text!r}")
-    return int(rows), int(cols)
-
-
-def tile_grid(setting: str, world_size: int) -> tuple[int, int] | None:
-    """(rows, cols) of the VAE tiles, or None for an untiled decode. auto: one tile per rank
-    (apt.vae.rank_tile_grid), none in one process."""
-    if setting == "off" or (setting == "auto" and world_size == 1):
-        return None
-    if setting != "auto":
-        return parse_tiles(setting)
-    from apt.vae import rank_tile_grid
-
-    return rank_tile_grid(world_size)
-
-
 def parse_args(argv=None) -> GenerateConfig:
     return parse_command(GenerateConfig, argv, __doc__, prog="apt-generate")
 
 
-def read_prompts(cfg: GenerateConfig) -> list[str]:
-    prompts = list(cfg.prompts)
-    if cfg.prompts_file:
-        path = Path(cfg.prompts_file)
-        if not path.is_file():
-            raise ConfigError(f"prompts_file {path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
-        prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not prompts:
-        raise ConfigError("give at least one --prompt or a --prompts-file with one prompt per line")
-    return prompts
+def generate(argv=None, cfg: GenerateConfig | None = None):
+    """The whole command (apt/inference/engine.py), returning its Result (None on ranks other than 0)."""
+    from apt.inference.engine import generate as run
 
-
-def load_bundle(cfg: GenerateConfig, device, dtype, world: int):
-    """(BundleSampler, model folder, 'one-step', source) when the request is an export's traced serving
-    bundle's (apt/serving_bundle.py: one step, its size, the fast decoder, float32 on the CPU, one
-    process); else None. Reads only JSON before deciding, and imports neither diffusers nor transformers."""
-    import torch
-
-    if not (cfg.serving_bundle == "auto" and cfg.model and not cfg.checkpoint and cfg.decoder == "fast"
-            and not cfg.fast_decoder and world == 1 and device.type == "cpu" and dtype == torch.float32
-            and cfg.attention_backend == "native"):
-        return None
-    from apt.model_folder import is_one_step, resolve_model_dir
-    from apt.serving_bundle import BundleSampler, read_bundle_manifest
-
-    model_dir = resolve_model_dir(cfg.model)
-    if not is_one_step(model_dir) or read_bundle_manifest(model_dir) is None:
-        return None
-    params, _ = sampling_params(cfg, model_dir, one_step=True)
-    sampler = BundleSampler(model_dir)
-    if not sampler.serves(params, device):
-        return None
-    return sampler, model_dir, "one-step", f"export {model_dir} (serving bundle)"
-
-
-def load_sampler(cfg: GenerateConfig, device, dtype, vae_dtype):
-    """(sampler, the folder its VAE/text encoder come from, kind) for a teacher, a checkpoint or an export;
-    kind is 'teacher' or 'one-step'."""
-    from apt.fast_decoder import FastDecoder, find_fast_decoder
-    from apt.loading import load_components
-    from apt.model_folder import check_layout, is_one_step, resolve_model_dir
-    from apt.pipeline import Sampler
-    from apt.run_folder import load_generator, model_dir_of, resolve_checkpoint
-
-    step_dir = resolve_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
-    if cfg.model:
-        model_dir = resolve_model_dir(cfg.model)
-    elif step_dir is not None:
-        model_dir = model_dir_of(step_dir)
-        if model_dir is None:
-            raise ConfigError(f"{step_dir} records no teacher folder (no run config.yaml): give --model")
-    else:
-        model_dir = resolve_model_dir("toy")
-    try:
-        check_layout(model_dir)
-    except FileNotFoundError as err:
-        raise ConfigError(f"{err} (set --model, or model: in the --config YAML)") from None
-    # the fast decoder replaces the VAE: the VAE is then neither read nor imported
-    decoder_part = ("vae",) if cfg.decoder == "vae" else ()
-    fast_dir = find_fast_decoder(model_dir, cfg.fast_decoder) if cfg.decoder == "fast" else None
-    if step_dir is not None:
-        comps = load_components(model_dir, parts=(*decoder_part, "text_encoder", "tokenizer"), dtype=dtype,
-                                vae_dtype=vae_dtype)
-        # float32 first (DCP loads into tensors of the shards' dtype), then cast as an export reload is
-        comps.transformer = load_generator(step_dir, model_dir, cfg.weights).backbone.cast(dtype)
-        kind, source = "one-step", f"{cfg.weights} of {step_dir}"
-    else:
-        comps = load_components(model_dir, parts=("transformer", *decoder_part, "text_encoder", "tokenizer"),
-                                dtype=dtype, vae_dtype=vae_dtype)
-        kind = "one-step" if is_one_step(model_dir) else "teacher"
-        source = f"export {model_dir}" if kind == "one-step" else f"teacher {model_dir}"
-    if fast_dir is not None:
-        comps.fast_decoder = FastDecoder.load(fast_dir, dtype=vae_dtype)
-    if cfg.attention_backend != "native":  # native SDPA is diffusers' default already
-        comps.transformer.set_attention_backend(cfg.attention_backend)
-    comps.to(device)
-    return (Sampler(comps, device, dtype, one_step=kind == "one-step", decoder=cfg.decoder), model_dir, kind,
-            source)
-
-
-def sampling_params(cfg: GenerateConfig, model_dir: Path, one_step: bool):
-    """(SamplingParams, the output size: height/width/frames/fps/upscale) from the flags and the model's defaults."""
-    from apt.model_folder import native_sample
-    from apt.sampling_setup import SamplingParams
-
-    size = {k: getattr(cfg, k) or v for k, v in native_sample(model_dir).items()}
-    defaults = ONE_STEP_SAMPLING if one_step else TEACHER_SAMPLING
-    steps, scale = cfg.steps or defaults["steps"], cfg.guidance_scale or defaults["guidance_scale"]
-    if one_step and steps not in (1, 2):
-        raise ConfigError(f"a one-step generator samples in 1 or 2 steps, got steps={steps}")
-    if one_step and scale != 1.0:
-        raise ConfigError("classifier-free guidance is distilled into a one-step generator: leave guidance_scale at 1")
-    params = SamplingParams(height=size["height"], width=size["width"], frames=size["frames"], steps=steps,
-                            guidance_scale=scale, negative_prompt=cfg.negative_prompt, shift=cfg.shift,
-                            seed=cfg.seed, renoise_t=cfg.renoise_t)
-    return params, size
-
-
-def mode_name(kind: str, steps: int) -> str:
-    """What ran, as reports and default output folders name it."""
-    if kind == "teacher":
-        return f"teacher-{steps}-step"
-    return "one-step" if steps == 1 else "two-step"
-
-
-def timing_table(seconds: dict[str, float], clips: int) -> str:
-    rows = [(k, seconds.get(k, 0.0)) for k in GENERATION_PHASES]
-    rows.append(("total", sum(s for _, s in rows)))
-    rows += [(k, seconds[k]) for k in ("load", "write") if k in seconds]
-    lines = [f"{'phase':<14}{'seconds':>10}{'per clip':>10}"]
-    lines += [f"{name:<14}{s:>10.3f}{s / clips:>10.3f}" for name, s in rows]
-    return "\n".join(lines)
-
-
-def peak_memory(device) -> dict:
-    import resource
-
-    import torch
-
-    out = {"peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)}  # KiB on Linux
-    if device.type == "cuda":
-        out["peak_cuda_allocated_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
-    return out
-
-
-@dataclass
-class Result:
-    report: dict
-    videos: object  # (B, 3, F, H, W) in [-1, 1], on CPU
-    latents: object  # (B, C, T, h, w) normalised, on CPU
-
-
-def generate(argv=None, cfg: GenerateConfig | None = None) -> Result | None:
-    """The whole command, returning the videos too (for tests and callers that keep tensors). Under
-    torchrun with several ranks the DiT runs context parallel and the VAE tiles are dealt to the ranks;
-    rank 0 writes and returns the result, the other ranks return None."""
-    cfg = cfg or parse_args(argv)
-    prompts = read_prompts(cfg)
-    if cfg.out.endswith(".mp4") and len(prompts) > 1:
-        raise ConfigError(f"out {cfg.out} is one file but there are {len(prompts)} prompts; give a folder")
-    import os
-
-    from apt.distributed import init_distributed, set_cpu_threads, shutdown_distributed
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist_info = init_distributed()
-        try:
-            return _generate(cfg, prompts, dist_info)
-        finally:
-            shutdown_distributed()
-    set_cpu_threads()
-    return _generate(cfg, prompts, None)
-
-
-def split_sequence(backbone, latent_shape, world: int, ring_degree: int = 1) -> None:
-    """Context parallelism for the DiT over `world` ranks, with the user-facing checks first (the
-    backbone refuses a ring degree that does not divide the ranks; apt-generate says so before loading)."""
-    p_t, p_h, p_w = backbone.patch_size
-    tokens = (latent_shape[1] // p_t) * (latent_shape[2] // p_h) * (latent_shape[3] // p_w)
-    if tokens % world:
-        raise ConfigError(f"context parallelism splits the {tokens} tokens of this size over {world} ranks: "
-                          "they must divide evenly (change the size or the rank count)")
-    try:
-        backbone.enable_context_parallel(world // ring_degree, ring_degree)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
-
-
-def decode_latents(sampler, latents, batch_size: int, timer, tiles: tuple[int, int] | None = None,
-                   overlap: int = 8, rank: int = 0, world: int = 1):
-    """Videos (B, 3, F, H, W) on CPU, decoded in batches of batch_size (bounded memory) by the sampler's
-    decoder, or by the VAE in tiles dealt to the ranks (then rank 0 gets the videos, the others None)."""
-    import torch
-
-    videos = []
-    for i in range(0, len(latents), batch_size):
-        batch = latents[i : i + batch_size]
-        with timer.phase("vae_decode"):
-            if tiles:
-                video = sampler.c.vae.decode_tiles(batch, *tiles, overlap=overlap, rank=rank, world_size=world)
-            else:
-                video = sampler.decode(batch)
-        if video is not None:
-            videos.append(video.cpu())
-    return torch.cat(videos) if videos else None
-
-
-def write_videos(videos, prompts: list[str], out: Path, fps: int, upscale: int) -> list[str]:
-    """One mp4 per clip: `out` itself when it is an .mp4 path, else <out>/<index>_<prompt>.mp4."""
-    from apt.video import write_mp4
-
-    paths = []
-    for i, (prompt, video) in enumerate(zip(prompts, videos)):
-        if out.suffix == ".mp4":
-            path = out
-        else:
-            slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:60].strip("_")
-            path = out / f"{i:03d}_{slug}.mp4"
-        paths.append(str(write_mp4(video, path, fps=fps, upscale=upscale)))
-    return paths
-
-
-def _generate(cfg: GenerateConfig, prompts: list[str], dist_info) -> Result | None:
-    import torch
-
-    from apt.loading import parse_dtype  # light: diffusers comes with the models, not with this module
-    from apt.sampling_setup import PhaseTimer
-    from apt.video import frame_grid
-
-    rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
-    if dist_info is not None:
-        if cfg.device:
-            raise ConfigError("under torchrun each rank uses its own device (cuda:LOCAL_RANK, or the CPU): drop --device")
-        device = dist_info.device
-    else:
-        device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if world % cfg.ring_degree:  # before loading anything
-        raise ConfigError(f"ring_degree {cfg.ring_degree} must divide the {world} ranks")
-    default_dtype = "bf16" if device.type == "cuda" else "fp32"
-    dtype = parse_dtype(cfg.dtype or default_dtype)
-    vae_dtype = parse_dtype(cfg.vae_dtype or default_dtype)
-    timer = PhaseTimer(synchronize=device.type == "cuda")
-    with timer.phase("load"):
-        loaded = load_bundle(cfg, device, dtype, world)
-        sampler, model_dir, kind, source = loaded or load_sampler(cfg, device, dtype, vae_dtype)
-    params, size = sampling_params(cfg, model_dir, one_step=kind == "one-step")
-    try:
-        shape = sampler.latent_shape(params)  # a size the VAE or the patch grid cannot make: one line, before sampling
-    except ValueError as err:
-        raise ConfigError(f"{err} (--height/--width/--frames)") from None
-    tiles = tile_grid(cfg.vae_tiles, world) if cfg.decoder == "vae" else None
-    if tiles and (tiles[0] > shape[2] or tiles[1] > shape[3]):
-        raise ConfigError(f"a {tiles[0]}x{tiles[1]} VAE tile grid does not fit the {shape[2]}x{shape[3]} latent: "
-                          "set --vae-tiles")
-    if world > 1:
-        split_sequence(sampler.c.transformer, shape, world, cfg.ring_degree)
-    mode = mode_name(kind, params.steps)
-    out = Path(cfg.out or f"outputs/generate/{mode}")
-    grid = cfg.grid or ("" if out.suffix == ".mp4" else str(out / "grid.png"))
-    report_path = cfg.report or ("" if out.suffix == ".mp4" else str(out / "report.json"))
-    latents = sampler.generate(prompts, params, timer, decode=False, batch_size=cfg.batch_size)
-    videos = decode_latents(sampler, latents, cfg.batch_size, timer, tiles, cfg.vae_tile_overlap, rank, world)
-    if rank != 0:
-        return None
-    with timer.phase("write"):
-        paths = write_videos(videos, prompts, out, size["fps"], size["upscale"])
-        if grid:
-            Path(grid).parent.mkdir(parents=True, exist_ok=True)
-            frame_grid(list(videos), prompts, upscale=size["upscale"]).save(grid)
-    seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
-    report = {
-        "mode": mode, "source": source, "model": str(model_dir), "device": str(device),
-        "dtype": str(dtype).removeprefix("torch."), "attention_backend": cfg.attention_backend,
-        "decoder": cfg.decoder, "decoder_dtype": str(vae_dtype).removeprefix("torch."),
-        "ranks": world, "context_parallel": {"ulysses": world // cfg.ring_degree, "ring": cfg.ring_degree}
-        if world > 1 else None, "vae_tiles": list(tiles) if tiles else None,
-        "steps": params.steps, "guidance_scale": params.guidance_scale, "height": params.height,
-        "width": params.width, "frames": params.frames, "fps": size["fps"], "seed": params.seed,
-        "latent_shape": list(latents.shape[1:]), "video_shape": list(videos.shape[1:]), "videos": paths,
-        "seconds": seconds,
-        "seconds_per_clip_generation": round(sum(timer.seconds.get(k, 0.0) for k in GENERATION_PHASES)
-                                             / len(prompts), 3),
-        **peak_memory(device),
-    }
-    print(timing_table(timer.seconds, len(prompts)), file=sys.stderr)
-    if report_path:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(json.dumps(report, indent=2))
-    return Result(report, videos, latents.cpu())
+    return run(cfg or parse_args(argv))
 
 
 def main(argv=None) -> dict | None:

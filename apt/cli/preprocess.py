@@ -14,8 +14,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from apt.command import console_script, run_command
-from apt.config import ConfigError, option, parse_command
+from apt.core.command import console_script, run_command
+from apt.core.config import ConfigError, option, parse_command
 
 STORAGE_DTYPES = ("bf16", "fp16", "fp32")
 
@@ -66,7 +66,7 @@ class PreprocessConfig:
 
 def run(cfg: PreprocessConfig) -> dict:
     from apt.data.preprocess import preprocess
-    from apt.distributed import init_distributed, shutdown_distributed
+    from apt.training.distributed import init_distributed, shutdown_distributed
 
     dist = init_distributed()
     try:

@@ -13,21 +13,19 @@ losses.txt.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
-from apt.command import console_script, run_command
-from apt.config import ConfigError, option, parse_command
+from apt.core.command import console_script, run_command
+from apt.core.config import ConfigError, option, parse_command
 
-TOY_DATA_SEED = 7  # toy clips of their own (training stages use seed 0)
-# The shipped toy decoder's settings (scripts/build_toy.py --component decoder; docs/fast-decoder.md)
+# The shipped toy decoder's settings (scripts/build_toy.py --component decoder; docs/experiments/2026-11-25-fast-serving.md)
 TOY_RECIPE = dict(data="toy", steps=4000, latent_noise=0.5)
 
 
 @dataclass
 class TrainDecoderConfig:
-    data: str = option("toy", "latent shard folder (apt-preprocess) or 'toy' (toy-world clips, encoded once)")
+    data: str = option("toy", "latent shard folder (apt-preprocess), or a data source that makes clips ('toy': the "
+                              "toy world's, encoded once)")
     model: str = option("toy", "diffusers-layout folder whose vae/ is distilled ('toy' = shipped)")
     out: str = option("outputs/fast-decoder", "folder to write")
     steps: int = option(6000, "optimiser steps")
@@ -44,6 +42,7 @@ class TrainDecoderConfig:
                                  default_factory=list)
     blocks: int = option(2, "memory blocks per resolution")
     seed: int = option(0, "initialisation and batch order")
+    data_seed: int = option(7, "a data source's clips (toy): 7 = clips the training stages (seed 0) never see")
     save_every: int = option(200, "steps between resumable states")
     device: str = option("", "cpu, cuda, ...; default: cuda if available")
 
@@ -57,54 +56,9 @@ class TrainDecoderConfig:
             raise ConfigError(f"channels must be positive widths, got {self.channels}")
 
 
-def load_latents(cfg: TrainDecoderConfig, components, model_dir: Path):
-    """(latents (N, C, T, h, w) normalised, a description of where they came from)."""
-    import torch
-
-    if cfg.data == "toy":
-        from apt.model_folder import native_sample
-        from apt.toy.data import toy_latent_dataset
-
-        frames = native_sample(model_dir)["frames"]
-        data = toy_latent_dataset(components, model_dir, num_clips=cfg.clips, seed=TOY_DATA_SEED, frames=frames)
-        return data.latents[: cfg.clips], f"toy world: {cfg.clips} clips (seed {TOY_DATA_SEED}, {frames} frames)"
-    from apt.data.shards import ShardDataset
-
-    shards = ShardDataset(cfg.data)
-    n = min(cfg.clips, len(shards))
-    if n < cfg.clips:
-        print(f"{cfg.data} holds {len(shards)} items: using all of them")
-    return torch.stack([shards[i]["latent"] for i in range(n)]), f"shards {cfg.data}: first {n} items"
-
-
-def train(cfg: TrainDecoderConfig) -> dict:
-    import torch
-
-    from apt.distributed import set_cpu_threads
-    from apt.loading import load_components
-    from apt.model_folder import resolve_model_dir
-    from apt.train_decoder import DecoderTraining, train_fast_decoder
-
-    set_cpu_threads()
-    model_dir = resolve_model_dir(cfg.model)
-    parts = ("vae", "text_encoder", "tokenizer") if cfg.data == "toy" else ("vae",)
-    components = load_components(model_dir, parts=parts)
-    latents, source = load_latents(cfg, components, model_dir)
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    components.vae.to(device)
-    if len(latents) <= cfg.holdout + cfg.batch_size:
-        raise ConfigError(f"{len(latents)} latents are too few: need more than holdout + batch_size "
-                          f"({cfg.holdout} + {cfg.batch_size})")
-    training = DecoderTraining(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, clips=len(latents),
-                               holdout=cfg.holdout, crop=cfg.crop, latent_noise=cfg.latent_noise, seed=cfg.seed,
-                               save_every=cfg.save_every, channels=tuple(cfg.channels) or None, blocks=cfg.blocks)
-    report = train_fast_decoder(components.vae, latents.to(device), cfg.out, training, source=source,
-                                device=device)
-    print(json.dumps(report, indent=2))
-    return report
-
-
 def main(argv=None) -> dict:
+    from apt.training.decoder_training import train
+
     return run_command(lambda: train(parse_command(TrainDecoderConfig, argv, __doc__, prog="apt-train-decoder")))
 
 

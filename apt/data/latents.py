@@ -1,13 +1,13 @@
 """Training data as latents + text embeddings: the interface both training stages read.
 
 Item: {"latent": (C, T, h, w) normalised VAE latent, "text": (L, D) text-encoder states, "caption": str}.
-Two sources give it (data.source, chosen in apt/entry.py): shard sets of real videos written by
+Two sources give it (data.source, chosen in apt/training/launch.py): shard sets of real videos written by
 apt-preprocess, opened and checked against the model here, and the toy world (apt/toy/data.py).
 """
 
 from __future__ import annotations
 
-from apt.config import ConfigError
+from apt.core.config import ConfigError
 from apt.data.shards import ShardDataset
 
 

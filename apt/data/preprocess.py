@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from apt.core.collectives import barrier
 from apt.data.shards import DTYPES, ShardWriter, atomic_write_text, read_shard_meta, shard_files, write_index
 from apt.data.video_folder import ClipError, ClipSpec, SourceItem, cut_clips, discover, load_clip
 
@@ -58,7 +59,7 @@ def _check_patch_grid(latent: tuple[int, ...], cfg, vae, model_dir: Path) -> Non
     """Refuse, before anything is encoded, a clip size whose latent grid the folder's transformer patches do
     not tile (training would refuse the shards): 1280x720 for Wan 2.2 TI2V-5B, whose 16x VAE and 2x2 patches
     need multiples of 32."""
-    from apt.config import ConfigError
+    from apt.core.config import ConfigError
 
     config = Path(model_dir) / "transformer" / "config.json"
     if not config.is_file():  # a folder of VAE and text encoder only: nothing to check against
@@ -96,8 +97,8 @@ def _encode(comps, clips: list[torch.Tensor], captions: list[str], device) -> tu
 def preprocess(cfg, dist) -> dict:
     """Encode this rank's share of apt.cli.preprocess.PreprocessConfig `cfg`; rank 0 returns the report
     (others return their own counts)."""
-    from apt.loading import load_components
-    from apt.model_folder import resolve_model_dir
+    from apt.models.loading import load_components
+    from apt.models.model_folder import resolve_model_dir
 
     cfg.validate()
     out = Path(cfg.out).expanduser()
@@ -107,8 +108,7 @@ def preprocess(cfg, dist) -> dict:
     items = cut_clips(items, clip_spec, cfg.clips_per_video, cfg.clip_stride)
     done = {s for p in shard_files(out) for s in read_shard_meta(p)["sources"]}
     bad = _read_skip_logs(out)
-    if dist.world_size > 1:
-        torch.distributed.barrier()  # every rank has read the same state before anyone writes
+    barrier()  # every rank has read the same state before anyone writes
     pending = [it for it in items if it.key not in done and (cfg.retry_skipped or it.key not in bad)]
     mine = pending[dist.rank::dist.world_size]
 
@@ -152,8 +152,7 @@ def preprocess(cfg, dist) -> dict:
         writer.flush()
     finally:
         skip_log.close()
-    if dist.world_size > 1:
-        torch.distributed.barrier()
+    barrier()
     if dist.rank != 0:
         return dict(counts)
     index = write_index(out, spec)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from apt.config import ConfigError
+from apt.core.config import ConfigError
 
 VIDEO_EXTS = (".mp4", ".webm", ".mov", ".mkv", ".avi")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp")

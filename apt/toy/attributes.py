@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from apt.toy.world import COLOURS, COLOUR_NAMES, DIRECTIONS, DIRECTION_NAMES, MovingDigits, ToyWorldConfig
+from apt.toy.world import COLOUR_NAMES, COLOURS, DIRECTION_NAMES, DIRECTIONS, MovingDigits, ToyWorldConfig
 
 _PALETTE = torch.tensor([COLOURS[c] for c in COLOUR_NAMES])
 CROP = 12

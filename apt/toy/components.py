@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from apt.model_folder import MANIFEST, SHIPPED_MODELS
+from apt.models.model_folder import MANIFEST
 
-# A diffusers-layout folder inside the package: transformer/, vae/, text_encoder/, tokenizer/.
-TOY_MODEL_DIR = SHIPPED_MODELS["toy"]
-# What the toy teacher samples by default, declared in its folder's manifest (apt/loading.py).
+# A diffusers-layout folder inside the package: transformer/, vae/, text_encoder/, tokenizer/, shipped
+# under the name "toy" (setup.cfg's seaweed_apt.models entry point).
+TOY_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-wan"
+# What the toy teacher samples by default, declared in its folder's manifest (apt/models/loading.py).
 NATIVE_SAMPLE = dict(height=32, width=32, frames=9, fps=8, upscale=4)
 
 

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from apt.core.collectives import all_gather_objects, barrier, broadcast_object
 from apt.toy.world import MovingDigits, ToyWorldConfig
 
 
@@ -118,9 +119,7 @@ def _split_over_ranks(n: int, work, rank: int, world_size: int, batch_size: int,
     share = torch.cat(share) if share else empty
     if world_size == 1:
         return share
-    shares = [None] * world_size
-    torch.distributed.all_gather_object(shares, share)
-    return torch.cat(shares)
+    return torch.cat(all_gather_objects(share))
 
 
 def refine_toy_latents(data: LatentDataset, components, clips: MovingDigits, steps: int, lr: float, rank: int = 0,
@@ -152,9 +151,9 @@ def teacher_sample_latents(data: LatentDataset, components, chosen: torch.Tensor
     """The teacher's samples (`steps` Euler steps with classifier-free guidance against the empty prompt,
     the sampler's default shift) for the captions of clips `chosen`: LADD's synthetic data. Clip i's noise
     comes from seed TEACHER_NOISE_SEED + i, whatever the batching and the ranks (each samples a share)."""
-    from apt import flow
-    from apt.pipeline import Sampler
-    from apt.sampling_setup import SamplingParams, initial_noise
+    from apt.core import flow
+    from apt.core.sampling import SamplingParams, initial_noise
+    from apt.inference.sampler import Sampler
 
     params = SamplingParams(steps=steps, guidance_scale=guidance_scale)
     teacher = Sampler(components)  # its velocity; the captions are embedded already, the noise is per clip
@@ -177,10 +176,7 @@ def _cached_across_ranks(path: Path, dist, compute) -> LatentDataset:
     """The LatentDataset cached at path, else compute(parts_dir) (called on every rank: the ranks share the
     work, each batch kept in parts_dir until the whole is written there by rank 0, so a crashed run's
     batches are not computed again). Every rank takes the same branch: rank 0's look decides."""
-    found = [path.exists()]
-    if dist.world_size > 1:
-        torch.distributed.broadcast_object_list(found, src=0)
-    if found[0]:
+    if broadcast_object(path.exists() if dist.rank == 0 else None, src=0):
         return _load_cache(path)
     parts_dir = path.with_name(f"{path.stem}.parts")
     data = compute(parts_dir)
@@ -198,8 +194,7 @@ def toy_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentD
     cache_dir = Path(data_cfg.cache_dir or default_cache_dir()).expanduser()
     if dist.rank == 0:
         data = toy_latent_dataset(components, model_dir, cache_dir=cache_dir, **params)
-    if dist.world_size > 1:
-        torch.distributed.barrier()
+    barrier()
     if dist.rank != 0:
         data = toy_latent_dataset(components, model_dir, cache_dir=cache_dir, show_progress=False, **params)
     if data_cfg.refine_steps:

@@ -1,7 +1,7 @@
 """Evaluate models on the toy world: generate clips for held-out-combination prompts with each model
 (teacher at N steps with CFG, a training run's generator in 1 or 2 steps, or real clips as the
 reference line), time the generation, and score the clips: attributes and features read by the
-shipped evaluator (apt/toy/evaluator.py), sharpness and Frechet distance (apt/metrics.py) against
+shipped evaluator (apt/toy/evaluator.py), sharpness and Frechet distance (apt/core/video_metrics.py) against
 real held-out clips.
 
 Every model sees the same prompts and the same initial noise (sample i: seed + i), so rows differ
@@ -19,15 +19,33 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from apt.config import ConfigError
-from apt.loading import Components
-from apt.metrics import check_videos, edge_sharpness, edge_steepness, frechet_distance, gaussian_stats, sharpness
+from apt.core.config import ConfigError
+from apt.core.sampling import SamplingParams
+from apt.core.video_metrics import (
+    check_videos,
+    edge_sharpness,
+    edge_steepness,
+    frechet_distance,
+    gaussian_stats,
+    sharpness,
+)
+from apt.inference.decoders import make_decoder
+from apt.inference.sampler import Sampler
+from apt.models.loading import Components
 from apt.toy.attributes import digit_by_frame, frame_digits, paired_same_digit_difference, same_digit_rate
-from apt.pipeline import Sampler
-from apt.sampling_setup import SamplingParams
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, score_clips
-from apt.toy.world import (COLOUR_NAMES, DIRECTION_NAMES, MovingDigits, ToyWorldConfig, caption, combo_id,
-                           glyph_indices, held_out_combos, render, spec_with_random_position)
+from apt.toy.world import (
+    COLOUR_NAMES,
+    DIRECTION_NAMES,
+    MovingDigits,
+    ToyWorldConfig,
+    caption,
+    combo_id,
+    glyph_indices,
+    held_out_combos,
+    render,
+    spec_with_random_position,
+)
 
 REAL_SEED_OFFSET = 7  # real clips for the reference row: their own rng stream per request
 REFERENCE_CLIPS = 1000
@@ -71,7 +89,7 @@ def evaluate_videos(videos: torch.Tensor, requests: list[dict], reference: Refer
 
     Returns digit/colour/direction/all accuracy (evaluator), frechet_distance (evaluator features,
     against `reference`, by default REFERENCE_CLIPS real held-out clips), sharpness_ratio,
-    edge_sharpness_ratio, edge_steepness_ratio (apt/metrics.py, all against the reference),
+    edge_sharpness_ratio, edge_steepness_ratio (apt/core/video_metrics.py, all against the reference),
     same_digit_all_frames (the fraction of clips whose every frame shows one digit, read frame by
     frame by the hand-made reader of apt/toy/attributes.py), digit_by_frame (per frame index, how
     often that reader sees the asked digit) and n. digits: the clips' frame_digits, if already read.
@@ -169,20 +187,21 @@ def generate(spec: ModelSpec, requests: list[dict], components, model_dir: Path,
     components' fast decoder decodes every latent, the round-trip row's too)."""
     if spec.kind == "real":
         return real_clips(requests, seed), None
+    decoding = make_decoder(components, decoder)
     if spec.kind == "vae":
         real = real_clips(requests, seed)
-        decode = components.fast_decoder.decode if decoder == "fast" else components.vae.decode
-        return torch.cat([decode(components.vae.refine(c, spec.refine_steps)) for c in real.split(batch_size)]), None
+        return torch.cat([decoding.decode(components.vae.refine(c, spec.refine_steps))
+                          for c in real.split(batch_size)]), None
     cfg = SamplingParams(steps=spec.steps, guidance_scale=spec.guidance_scale, seed=seed)
     if spec.kind == "teacher":
-        sampler = Sampler(components, decoder=decoder)
+        sampler = Sampler(components, decoder=decoding)
     else:
-        from apt.run_folder import load_generator
+        from apt.training.run_folder import load_generator
 
         gen = load_generator(spec.run_dir, model_dir, spec.weights)
         # the serving path: the generator's backbone in place of the teacher, guidance already distilled in
         sampler = Sampler(Components(gen.backbone, components.vae, components.text, components.fast_decoder),
-                          one_step=True, decoder=decoder)
+                          one_step=True, decoder=decoding)
         cfg = replace(cfg, guidance_scale=1.0)
     prompts = [r["caption"] for r in requests]
     out, seconds = [], 0.0
@@ -199,8 +218,8 @@ def evaluate_models(specs: list[ModelSpec], model_dir: Path, n: int = 96, seed: 
     """Per model: metrics (evaluate_videos plus seconds_per_clip), its clips, and the requests
     (n held-out-combination prompts drawn with `seed`; real reference: REFERENCE_CLIPS 'eval' clips).
     decoder='fast' decodes with the model folder's fast decoder (or the folder `fast_decoder`)."""
-    from apt.fast_decoder import FastDecoder, find_fast_decoder
-    from apt.loading import load_components
+    from apt.models.fast_decoder import FastDecoder, find_fast_decoder
+    from apt.models.loading import load_components
 
     requests = check_prompts(n, seed, held_out=True)
     components = load_components(model_dir) if any(s.kind != "real" for s in specs) else None
@@ -257,7 +276,7 @@ def markdown_table(results: dict[str, dict]) -> str:
 
 def comparison_grid(videos: dict[str, torch.Tensor], requests: list[dict], rows: int = 4):
     """Side-by-side frames: for each of the first `rows` prompts, one row per model."""
-    from apt.video import frame_grid
+    from apt.core.video import frame_grid
 
     clips, labels = [], []
     for i in range(min(rows, len(requests))):

@@ -1,5 +1,5 @@
 """A small 3D CNN that reads digit, colour and direction off a toy clip, and gives the feature
-vector that the Frechet distance is computed on (apt/metrics.py). Trained on real toy clips only
+vector that the Frechet distance is computed on (apt/core/video_metrics.py). Trained on real toy clips only
 (apt/toy/train_evaluator.py), shipped in apt/assets/evaluator/.
 """
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from einops import rearrange
 
 from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES
 
@@ -53,9 +54,8 @@ class ClipEvaluator(nn.Module):
         expected = (3, self.config["frames"], self.config["size"], self.config["size"])
         if videos.ndim != 5 or tuple(videos.shape[1:]) != expected:
             raise ValueError(f"the evaluator reads clips (B, {', '.join(map(str, expected))}), got {tuple(videos.shape)}")
-        b, c, f, h, w = videos.shape
-        frames = videos.float().clamp(-1, 1).transpose(1, 2).reshape(b * f, c, h, w)
-        x = nn.functional.pixel_unshuffle(frames, 2).view(b, f, 4 * c, h // 2, w // 2).transpose(1, 2)
+        frames = rearrange(videos.float().clamp(-1, 1), "b c f h w -> (b f) c h w")
+        x = rearrange(nn.functional.pixel_unshuffle(frames, 2), "(b f) c h w -> b c f h w", b=videos.shape[0])
         return self.features_head(self.body(x).amax((2, 3, 4)))
 
     def forward(self, videos: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:

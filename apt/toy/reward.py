@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES, caption
@@ -75,8 +76,8 @@ class ToyAlignmentModel(nn.Module):
 
     def embed_videos(self, videos: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> unit vectors (B, dim)."""
-        b, c, f, h, w = videos.shape
-        look, pos = self.frames(videos.clamp(-1, 1).transpose(1, 2).reshape(b * f, c, h, w))
+        b, f = videos.shape[0], videos.shape[2]
+        look, pos = self.frames(rearrange(videos.clamp(-1, 1), "b c f h w -> (b f) c h w"))
         look, pos = look.view(b, f, -1), pos.view(b, f, 2)
         motion = torch.cat([pos[:, -1] - pos[:, 0], pos.mean(1)], dim=-1)
         return F.normalize(self.video_head(torch.cat([look.amax(1), look.mean(1), motion], dim=-1)), dim=-1)
@@ -134,26 +135,33 @@ def load_reward_model(model_dir: str | Path = REWARD_DIR) -> ToyAlignmentModel:
 
 
 class ToyAlignmentReward(nn.Module):
-    """The Reward interface (apt/rewards.py) over the shipped toy model: log p(caption | clip) among every
-    toy caption (score="log_prob", the default) or cosine(clip, caption) (score="cosine")."""
+    """A reward (apt/rewards/base.py) over the shipped toy model: log p(caption | clip) among every toy
+    caption (score="log_prob", the default) or cosine(clip, caption) (score="cosine")."""
 
     name = "toy_alignment"
 
-    def __init__(self, model_dir: str | Path | None = None, frames: list[int] | tuple[int, ...] = (),
-                 score: str = "log_prob"):
+    def __init__(self, model_dir: str | Path | None = None, score: str = "log_prob"):
         super().__init__()
         if score not in ("log_prob", "cosine"):
             raise ValueError(f"the toy reward's score is 'log_prob' or 'cosine', got {score!r}")
         self.model = load_reward_model(Path(model_dir) if model_dir else REWARD_DIR)
-        self.frames, self.score = tuple(frames), score
+        self.score = score
         self._table: torch.Tensor | None = None  # the frozen model's caption embeddings, computed once
 
     def forward(self, videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        from apt.rewards import pick_frames
-
-        model, clips = self.model.to(videos.device), pick_frames(videos, self.frames).float()
+        model, clips = self.model.to(videos.device), videos.float()
         if self.score == "cosine":
             return model(clips, prompts)
         if self._table is None or self._table.device != videos.device:
             self._table = model.caption_table()
         return model.caption_log_prob(clips, prompts, self._table)
+
+
+def build(spec) -> ToyAlignmentReward:
+    """The `toy` reward kind (registered in setup.cfg): `path` is a reward model folder, "" = the shipped one."""
+    from apt.core.config import ConfigError
+
+    try:
+        return ToyAlignmentReward(spec.path or None)
+    except FileNotFoundError as err:
+        raise ConfigError(f"path: {err}") from None

@@ -17,12 +17,12 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from apt.build_state import BuildState
-from apt.toy.world import MovingDigits
 from apt.toy.evaluator import EVALUATOR_DIR, HEADS, ClipEvaluator, save_evaluator, score_clips
+from apt.toy.world import MovingDigits
+from apt.training.build_state import BuildState
 
 REPORT_NAME = "report.json"
-HELD_OUT_SEED = 1  # the report's held-out clips; apt/metrics.py's reference set uses seed 0
+HELD_OUT_SEED = 1  # the report's held-out clips; apt/core/video_metrics.py's reference set uses seed 0
 
 
 def gaussian_blur(videos: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -74,7 +74,7 @@ def hand_reader_accuracy(videos: torch.Tensor, labels: dict[str, torch.Tensor]) 
 @torch.no_grad()
 def vae_reconstructions(videos: torch.Tensor) -> torch.Tensor:
     """Held-out clips through the toy VAE: the best a generated clip can look after decoding."""
-    from apt.loading import load_components
+    from apt.models.loading import load_components
     from apt.toy.components import TOY_MODEL_DIR
 
     vae = load_components(TOY_MODEL_DIR, parts=("vae",)).vae

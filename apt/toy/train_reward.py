@@ -20,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from apt.build_state import BuildState
 from apt.toy.reward import REWARD_DIR, ToyAlignmentModel, save_reward_model
 from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES, MovingDigits, caption
+from apt.training.build_state import BuildState
 
 REWARD_SEED = 7  # the evaluator trains on seed 0's clips; the reward on its own
 HELD_OUT_SEED = 3

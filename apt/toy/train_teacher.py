@@ -17,14 +17,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from apt import flow
-from apt.backbone import WanBackbone
-from apt.toy.data import encode_toy_clips
-from apt.toy.world import MovingDigits, ToyWorldConfig
-from apt.loading import load_components
+from apt.core import flow
+from apt.models.backbone import WanBackbone
+from apt.models.loading import load_components
 from apt.toy.components import TRANSFORMER_CONFIG, write_manifest
+from apt.toy.data import encode_toy_clips
 from apt.toy.report import record
-from apt.build_state import BuildState
+from apt.toy.world import MovingDigits, ToyWorldConfig
+from apt.training.build_state import BuildState
 
 SAMPLING_SHIFT = 3.0  # written into the folder's scheduler config
 STATE_FILE = ".teacher-build-state.pt"  # a round's progress until it is saved, for a re-run to resume

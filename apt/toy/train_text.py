@@ -16,12 +16,12 @@ import torch.nn.functional as F
 from tqdm import tqdm
 from transformers import ByT5Tokenizer, UMT5Config, UMT5EncoderModel
 
-from apt.build_state import BuildState
-from apt.text import TextEncoder
-from apt.toy.world import COLOUR_NAMES, DIRECTION_NAMES
+from apt.models.text import TextEncoder
 from apt.toy.captions import random_captions
 from apt.toy.components import MAX_TEXT_TOKENS, TEXT_ENCODER_CONFIG
 from apt.toy.report import record
+from apt.toy.world import COLOUR_NAMES, DIRECTION_NAMES
+from apt.training.build_state import BuildState
 
 
 class AttributeProbes(torch.nn.Module):

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from tqdm import tqdm
 
-from apt.toy.world import MovingDigits
 from apt.toy.components import VAE_CONFIG
 from apt.toy.report import record
-from apt.build_state import BuildState
+from apt.toy.world import MovingDigits
+from apt.training.build_state import BuildState
 
 
 def decode_unclamped(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
@@ -133,7 +133,7 @@ def finetune_vae_decoder(model_dir: Path, steps: int = 1500, batch_size: int = 8
     decoder learns from the encoder's posterior mode, the latent every stage trains on. Progress is
     saved every save_every steps: after a crash the same command resumes where it was.
     """
-    from apt import metrics
+    from apt.core import video_metrics as metrics
 
     vae = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae")
     for n, p in vae.named_parameters():
