@@ -193,7 +193,16 @@ def stage2_update(args, dist_info, device) -> dict:
     batch = {"latent": torch.randn(1, *shape, device=device), "caption": ["a random clip"],
              "text": torch.randn(1, 512, model_cfg["text_dim"], device=device)}
     counter = iter(range(10**9))
-    secs, peak, metrics = timed(lambda: stage.train_step(lambda: batch, next(counter)), args.repeats, device)
+
+    def update() -> dict:
+        """One update as the trainer runs it: the step, its callbacks (the EMA), the metrics' sync."""
+        step = next(counter)
+        metrics = stage.train_step([batch], step)
+        for callback in stage.callbacks():
+            callback.after_update(step)
+        return metrics.synced()
+
+    secs, peak, metrics = timed(update, args.repeats, device)
     est = estimate(Setup(model=dict(model_cfg), stage="apt", gpus=world, micro_batch=1, frames=args.frames,
                          height=args.train_height, width=args.train_width,
                          compute_bytes=4 if args.tiny else 2))

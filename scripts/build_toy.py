@@ -63,7 +63,9 @@ def main(argv=None):
         from apt.training.decoder_training import train
 
         recipe = {**TOY_RECIPE, **steps}
-        report = train(TrainDecoderConfig(model=str(args.out), out=str(args.out / "fast_decoder"), **recipe))
+        # a rebuild replaces the shipped decoder
+        report = train(TrainDecoderConfig(model=str(args.out), out=str(args.out / "fast_decoder"), overwrite=True,
+                                          **recipe))
         record(args.out, "fast_decoder", {k: report[k] for k in ("steps", "latent_noise", "clips", "parameters",
                                                                  "train_seconds_this_run", "holdout_psnr_db_vs_vae")})
     if args.component in ("reward", "all"):

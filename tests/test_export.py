@@ -6,6 +6,8 @@ from safetensors.torch import load_file, save_file
 
 from apt.cli.export import main as export_main
 from apt.cli.generate import generate
+from apt.core.config import ConfigError
+from apt.core.files import sha256_file
 from apt.inference.export import MANIFEST, export_checkpoint, verify_export
 from apt.models.backbone import WanBackbone
 from apt.training.run_folder import load_generator as load_generator_from_checkpoint
@@ -81,6 +83,11 @@ def test_verify_passes_and_catches_a_corrupted_export(tiny_run_dir, tmp_path, ca
     state = load_file(weights)
     state["proj_out.bias"] = state["proj_out.bias"] + 1e-3
     save_file(state, weights)
+    with pytest.raises(ConfigError, match="diffusion_pytorch_model.safetensors is not the file that was exported"):
+        verify_export(fp32)  # the recorded SHA-256 catches it first
+    manifest = json.loads((fp32 / "seaweed_apt.json").read_text())
+    manifest["sha256"]["transformer/diffusion_pytorch_model.safetensors"] = sha256_file(weights)
+    (fp32 / "seaweed_apt.json").write_text(json.dumps(manifest))  # as if exported so: the latents still differ
     result = verify_export(fp32)
     assert not result["ok"] and result["max_abs_diff_same_dtype"] > 0
 

@@ -46,13 +46,14 @@ def test_a_non_finite_loss_stops_the_run_before_anything_is_saved(tmp_path):
     fixture_run(run, "train.steps=2")  # a good checkpoint at step 2
     log = fixture_run(run, "train.steps=6", "train.checkpoint_every=1", "train.allow_config_change=true",
                       "lr=1e10", expect_rc=1)
-    assert "NonFiniteError" in log and "is not finite" in log and "the last good checkpoint is" in log
+    # lr 1e10: the weights leave any trained scale (or turn non-finite) at step 3, the losses after
+    assert "NonFiniteError" in log and "not finite" in log and "the last good checkpoint is" in log
     steps = sorted(p.name for p in (run / "checkpoints").glob("step_*"))
     # step 3's update made the weights inf: nothing past the last finite state was written
     for name in steps:
         meta = json.loads((run / "checkpoints" / name / "meta.json").read_text())
         assert meta["step"] <= 3, steps
-    assert "is not finite" in read_metrics(run)[-1]["error"]
+    assert "not finite" in read_metrics(run)[-1]["error"]
 
 
 # -- two runs on one folder ------------------------------------------------------------------------

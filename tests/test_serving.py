@@ -256,7 +256,7 @@ def test_serving_benchmark_prints_phases_and_ratios(tiny_model_dir, tiny_run_dir
     for batch in results["batches"].values():
         assert set(batch["seconds"]) == {"teacher 3-step", "one-step, VAE", "one-step, fast decoder"}
         for row in batch["seconds"].values():
-            assert row["dit"] > 0 and row["vae_decode"] > 0 and row["write"] > 0
+            assert row["dit"] > 0 and row["decode"] > 0 and row["write"] > 0
         assert batch["teacher_over"]["one-step, VAE"]["dit"] > 1  # 3 CFG steps vs one forward
     assert "teacher / one-step, fast decoder: end to end" in out
 
@@ -317,12 +317,14 @@ def test_bundled_tokenizer_reproduces_byt5_token_for_token(tiny_model_dir):
         assert [e.attention_mask for e in got] == expected.attention_mask.tolist()
 
 
-def test_serving_bundle_gives_the_same_clips_without_diffusers(tiny_model_dir, tiny_run_dir, tmp_path):
+def test_serving_bundle_gives_the_same_clips_without_diffusers(tiny_model_dir, tiny_run_dir, tmp_path, monkeypatch):
     import json
     import shutil
 
     from apt.cli.generate import generate
     from apt.inference.export import export_checkpoint
+
+    monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "cache"))  # this machine's trust list of bundles
 
     with pytest.raises(FileNotFoundError, match="fast_decoder"):
         export_checkpoint(tiny_run_dir, tmp_path / "no", str(tiny_model_dir), serving_bundle=True)
@@ -350,6 +352,46 @@ def test_serving_bundle_gives_the_same_clips_without_diffusers(tiny_model_dir, t
                          env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stdout.strip().splitlines()[-1] == "[]"
+
+    # A bundle built elsewhere (not in this machine's trust list) is not loaded unless vouched for
+    monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "other-machine"))
+    elsewhere = generate([*args, "--out", str(tmp_path / "e")])
+    assert not elsewhere.report["source"].endswith("(serving bundle)")
+    assert (elsewhere.latents - plain.latents).abs().max() <= 1e-5
+    vouched = generate([*args, "--serving-bundle", "trust", "--out", str(tmp_path / "v")])
+    assert vouched.report["source"].endswith("(serving bundle)")
+
+
+def test_a_doctored_serving_bundle_is_never_loaded(tiny_model_dir, tiny_run_dir, tmp_path, monkeypatch, capsys):
+    """A program replaced (its hash in the export's manifest updated too, as an attacker would) is not in
+    the trust list: apt-generate serves without it and never hands it to torch.jit.load."""
+    import json
+    import shutil
+
+    from apt.cli.generate import generate
+    from apt.core.files import sha256_file
+    from apt.inference.export import export_checkpoint
+
+    monkeypatch.setenv("APT_CACHE_DIR", str(tmp_path / "cache"))
+    teacher = shutil.copytree(tiny_model_dir, tmp_path / "teacher")
+    vae, _ = _tiny_vae_and_latents(tiny_model_dir, 1)
+    FastDecoder(config_for_vae(vae.vae.config, channels=(8, 4), blocks=1)).save(teacher / "fast_decoder")
+    (teacher / "seaweed_apt.json").write_text(json.dumps({"sample": dict(height=16, width=16, frames=5, fps=8,
+                                                                          upscale=1)}))
+    out = export_checkpoint(tiny_run_dir, tmp_path / "export", str(teacher), "ema", "fp32", False, serving_bundle=True)
+    program = out / "serving" / "generator.pt"
+    program.write_bytes(program.read_bytes() + b"\0")  # stands in for a program that does harm when run
+    manifest = json.loads((out / "seaweed_apt.json").read_text())
+    manifest["sha256"]["serving/generator.pt"] = sha256_file(program)
+    (out / "seaweed_apt.json").write_text(json.dumps(manifest))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a doctored bundle reached torch.jit.load")
+
+    monkeypatch.setattr(torch.jit, "load", refuse)
+    result = generate(["--model", str(out), "--decoder", "fast", "--prompt", "a red seven", "--out", str(tmp_path / "g")])
+    assert not result.report["source"].endswith("(serving bundle)")
+    assert "was not built on this machine" in capsys.readouterr().err
 
 
 def test_the_decoder_pool_comes_from_a_data_source_or_a_shard_folder(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ def initial_generator(spec: str, teacher):
     import copy
 
     from apt.models.backbone import WanBackbone
-    from apt.models.model_folder import is_one_step
+    from apt.models.model_folder import is_one_step, verify_files
     from apt.training.checkpoint import load_model_from_checkpoint
     from apt.training.run_folder import resolve_checkpoint
 
@@ -36,13 +36,14 @@ def initial_generator(spec: str, teacher):
     if spec == "teacher":
         return backbone
     if is_one_step(spec):  # safetensors: no pickle is read; load_state_dict casts to the backbone's dtype
+        verify_files(spec, ("transformer",))
         backbone.load_state_dict(WanBackbone.from_pretrained(spec).state_dict())
         return backbone
     try:
-        checkpoint = resolve_checkpoint(spec)
+        checkpoint = resolve_checkpoint(spec, verify=True)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"adv.generator_init={spec}: {err}") from err
-    load_model_from_checkpoint(checkpoint, "ema", backbone)
+    load_model_from_checkpoint(checkpoint, "ema", backbone, verify=False)  # verified just above
     return backbone
 
 

@@ -29,6 +29,12 @@ class LogitWindow:
     def auc(self) -> torch.Tensor:
         return losses.auc(self.real, self.fake)
 
+    def state_dict(self) -> dict:
+        return {k: (v.cpu() if v is not None else torch.zeros(0)) for k, v in (("real", self.real), ("fake", self.fake))}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        self.real, self.fake = (state[k].to(device) if len(state[k]) else None for k in ("real", "fake"))
+
 
 class CaptionProbe:
     """P(D(x, own caption) > D(x, another clip's caption)) on this rank's share of a fixed held batch,

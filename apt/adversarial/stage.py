@@ -115,6 +115,13 @@ class AdversarialPostTraining:
     def callbacks(self):
         return [EMAUpdate(self.ema, self.generator, self.cfg.adv.ema_decay), self.guard]
 
+    def state_dict(self) -> dict:
+        """This rank's running AUC window: what the stop rule reads, carried across a resume."""
+        return {"logit_window": self.window.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.window.load_state_dict(state["logit_window"], self.dist.device)
+
     def flops_per_sample(self, latent_shape: tuple[int, ...], text_tokens: int) -> float:
         g = self.generator.backbone
         return per_sample_flops("apt", dict(g.config), tokens_of(latent_shape, g.patch_size), text_tokens,

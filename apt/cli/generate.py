@@ -21,6 +21,7 @@ key=value overrides win over it.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 
 from apt.core.command import console_script, run_command
@@ -31,6 +32,7 @@ from apt.inference.decoders import parse_tiles
 WEIGHTS = ("ema", "generator", "student")
 DTYPE_NAMES = ("bf16", "fp32")
 MAX_TEACHER_STEPS = 1000
+MAX_SIDE, MAX_FRAMES, MAX_UPSCALE = 8192, 1025, 16  # beyond any video these models make: a typo, not a request
 
 
 @dataclass
@@ -54,7 +56,7 @@ class GenerateConfig:
     fps: int = option(0, "0 = the model's native frame rate")
     upscale: int = option(0, "nearest-neighbour upscale of written videos and grids; 0 = the model's")
     out: str = option("", "an .mp4 path (one prompt) or a folder (one mp4 per prompt); "
-                          "default outputs/generate/<mode>")
+                          "default outputs/generate/<run or model>-<mode>-<decoder>")
     grid: str = option("", "frame-grid PNG of all clips; default <out>/grid.png when out is a folder")
     report: str = option("", "JSON report; default <out>/report.json when out is a folder")
     batch_size: int = option(8, "clips per DiT and VAE call")
@@ -71,8 +73,10 @@ class GenerateConfig:
                                     "(one tile per rank under torchrun, off in one process)")
     vae_tile_overlap: int = option(8, "overlap of VAE tiles in latent cells (8 = 64 pixels for Wan)")
     serving_bundle: str = option("auto", "an export's TorchScript serving bundle (apt-export --serving-bundle): "
-                                         "auto = use it when the request is the traced one (--decoder fast, "
-                                         "one step, native size, CPU); off = never", choices=("auto", "off"))
+                                         "auto = use it when the request is the traced one (--decoder fast, one "
+                                         "step, native size, CPU) and it was built on this machine; trust = also "
+                                         "when it was not (loading one runs its code: trust its source); off = "
+                                         "never", choices=("auto", "trust", "off"))
 
     def validate(self):
         if self.weights not in WEIGHTS:
@@ -87,12 +91,17 @@ class GenerateConfig:
         for key in ("steps", "height", "width", "frames", "fps", "upscale"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be positive (0 = the model's default), got {getattr(self, key)}")
+        for key, most in (("height", MAX_SIDE), ("width", MAX_SIDE), ("frames", MAX_FRAMES), ("upscale", MAX_UPSCALE)):
+            if getattr(self, key) > most:
+                raise ConfigError(f"{key} must be at most {most}, got {getattr(self, key)}")
+        if self.device and not re.fullmatch(r"cpu|(cuda|xpu)(:\d+)?|mps", self.device):
+            raise ConfigError(f"device must be cpu, cuda, cuda:N, xpu, xpu:N or mps, got {self.device!r}")
         if self.steps > MAX_TEACHER_STEPS:
             raise ConfigError(f"steps must be at most {MAX_TEACHER_STEPS}, got {self.steps}")
         if self.guidance_scale < 0 or self.batch_size < 1:
             raise ConfigError("guidance_scale must be >= 0 and batch_size >= 1")
-        if self.serving_bundle not in ("auto", "off"):
-            raise ConfigError(f"serving_bundle must be auto or off, got {self.serving_bundle!r}")
+        if self.serving_bundle not in ("auto", "trust", "off"):
+            raise ConfigError(f"serving_bundle must be auto, trust or off, got {self.serving_bundle!r}")
         if self.ring_degree < 1 or self.vae_tile_overlap < 0:
             raise ConfigError("ring_degree must be >= 1 and vae_tile_overlap >= 0")
         if self.vae_tiles not in ("auto", "off"):
@@ -105,16 +114,17 @@ def parse_args(argv=None) -> GenerateConfig:
     return parse_command(GenerateConfig, argv, __doc__, prog="apt-generate")
 
 
-def generate(argv=None, cfg: GenerateConfig | None = None):
-    """The whole command (apt/inference/engine.py), returning its Result (None on ranks other than 0)."""
+def generate(argv=None, cfg: GenerateConfig | None = None, keep_tensors: bool = True):
+    """The whole command (apt/inference/engine.py), returning its Result (None on ranks other than 0);
+    keep_tensors=False streams (the clips are only written)."""
     from apt.inference.engine import generate as run
 
-    return run(cfg or parse_args(argv))
+    return run(cfg or parse_args(argv), keep_tensors)
 
 
 def main(argv=None) -> dict | None:
     def command():
-        result = generate(argv)
+        result = generate(argv, keep_tensors=False)
         if result is None:  # a rank other than 0 under torchrun
             return None
         print(json.dumps(result.report, indent=2))

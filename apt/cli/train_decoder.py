@@ -45,6 +45,7 @@ class TrainDecoderConfig:
     data_seed: int = option(7, "a data source's clips (toy): 7 = clips the training stages (seed 0) never see")
     save_every: int = option(200, "steps between resumable states")
     device: str = option("", "cpu, cuda, ...; default: cuda if available")
+    overwrite: bool = option(False, "replace a trained fast decoder in --out (otherwise the command stops)")
 
     def validate(self):
         for key in ("steps", "batch_size", "clips", "save_every"):
@@ -57,9 +58,13 @@ class TrainDecoderConfig:
 
 
 def main(argv=None) -> dict:
-    from apt.training.decoder_training import train
+    def command():
+        cfg = parse_command(TrainDecoderConfig, argv, __doc__, prog="apt-train-decoder")
+        from apt.training.decoder_training import train  # torch: once the options are known to be right
 
-    return run_command(lambda: train(parse_command(TrainDecoderConfig, argv, __doc__, prog="apt-train-decoder")))
+        return train(cfg)
+
+    return run_command(command)
 
 
 cli = console_script(main)

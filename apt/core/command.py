@@ -8,11 +8,13 @@ import sys
 from typing import Callable, TypeVar
 
 from apt.core.config import ConfigError
+from apt.core.files import DamagedFile, DiskFull
 
 T = TypeVar("T")
 
-# A bad config value, flag or path is the user's to fix: one line says what; a traceback would bury it.
-USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError)
+# A bad config value, flag or path, a full disk, a folder one may not write, a damaged file: the user's
+# to fix, so one line says what; a traceback would bury it.
+USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, PermissionError, DiskFull, DamagedFile)
 
 
 def run_command(work: Callable[[], T]) -> T:

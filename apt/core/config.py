@@ -99,11 +99,13 @@ def _config_error(err: OmegaConfBaseException, where: str) -> ConfigError:
 
 
 def dump_config(cfg, path: str | Path) -> None:
-    """Write the resolved config as YAML, atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    tmp.replace(path)
+    """Write the resolved config as YAML, atomically (a crash never leaves half a file) and never through
+    a symlink."""
+    from apt.core.files import write_atomically
+
+    write_atomically(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
 def flatten(tree, prefix: str = "") -> dict:
     """{"a.b": value} for a nested dict {"a": {"b": value}}."""
     if not isinstance(tree, dict):

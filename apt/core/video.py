@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from einops import rearrange
 
+from apt.core.files import open_fresh
+
 
 def to_uint8_frames(video: torch.Tensor | np.ndarray, upscale: int = 1) -> np.ndarray:
     """(3, F, H, W) tensor in [-1, 1], or diffusers' frames (F, H, W, 3) array in [0, 1] (a pipeline's
@@ -38,7 +40,7 @@ def write_mp4(video: torch.Tensor | np.ndarray, path: str | Path, fps: int = 24,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".partial.mp4")  # a crash never leaves a half-written file at `path`
-    with av.open(str(tmp), mode="w") as container:
+    with open_fresh(tmp) as file, av.open(file, mode="w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height = w + pad_w, h + pad_h
         stream.pix_fmt = "yuv420p"

@@ -39,8 +39,19 @@ class _Clips(torch.utils.data.Dataset):
             return i, load_clip(self.items[i], self.spec, self.max_upscale), None
         except ClipError as err:
             return i, None, str(err)
-        except Exception as err:  # a decoder bug on one odd file must not stop the run
+        except Exception as err:  # a decoder bug on one odd file must not stop the run ...
+            if out_of_memory(err):  # ... but memory running out is this machine's, not the file's
+                raise MemoryError(f"out of memory decoding {self.items[i].key} at {self.spec.width}x"
+                                  f"{self.spec.height}x{self.spec.frames}: lower the clip size, --workers or "
+                                  "--batch-size; nothing was skipped, the same command resumes") from err
             return i, None, f"unreadable: {type(err).__name__}: {err}"
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """MemoryError, or torch's and numpy's allocation failures (a RuntimeError or their own types)."""
+    text = str(err)
+    return isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower() \
+        or type(err).__name__ in ("OutOfMemoryError", "_ArrayMemoryError")
 
 
 def _read_skip_logs(out: Path) -> dict[str, str]:

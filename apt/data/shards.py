@@ -16,14 +16,14 @@ its sources are done: a resumed run skips them, and a crash loses at most the sh
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+
+from apt.core.files import save_safetensors, write_atomically
 
 FORMAT = "seaweed-apt-shards/1"
 INDEX = "index.json"
@@ -32,9 +32,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomically(path, text)
 
 
 def shard_files(root: Path) -> list[Path]:
@@ -79,9 +77,7 @@ class ShardWriter:
         meta = {"format": FORMAT, "captions": json.dumps(list(captions)), "sources": json.dumps(list(sources)),
                 "stamp": json.dumps(self.stamp, sort_keys=True)}
         path = self.root / "shards" / f"r{self.rank:03d}-{self.next_index:05d}.safetensors"
-        tmp = path.with_name(f".{path.name}.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        save_safetensors(tensors, path, metadata=meta)
         self.next_index += 1
         self.items = []
         self.written.append(path)

@@ -4,9 +4,8 @@ report with seconds per phase. The command (its options) is apt/cli/generate.py.
 
 from __future__ import annotations
 
-import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from apt.core.config import ConfigError
@@ -14,7 +13,7 @@ from apt.inference.decoders import make_decoder, tile_grid
 
 TEACHER_SAMPLING = dict(steps=25, guidance_scale=5.0)
 ONE_STEP_SAMPLING = dict(steps=1, guidance_scale=1.0)
-GENERATION_PHASES = ("text_encoder", "dit", "vae_decode")
+GENERATION_PHASES = ("text_encoder", "dit", "decode")
 
 
 def read_prompts(cfg) -> list[str]:
@@ -23,7 +22,10 @@ def read_prompts(cfg) -> list[str]:
         path = Path(cfg.prompts_file)
         if not path.is_file():
             raise ConfigError(f"prompts_file {path} does not exist")
-        lines = path.read_text(encoding="utf-8").splitlines()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"prompts_file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
         prompts += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise ConfigError("give at least one --prompt or a --prompts-file with one prompt per line")
@@ -36,19 +38,21 @@ def load_bundle(cfg, device, dtype, world: int):
     process); else None. Reads only JSON before deciding, and imports neither diffusers nor transformers."""
     import torch
 
-    if not (cfg.serving_bundle == "auto" and cfg.model and not cfg.checkpoint and cfg.decoder == "fast"
+    if not (cfg.serving_bundle in ("auto", "trust") and cfg.model and not cfg.checkpoint and cfg.decoder == "fast"
             and not cfg.fast_decoder and world == 1 and device.type == "cpu" and dtype == torch.float32
             and cfg.attention_backend == "native"):
         return None
-    from apt.inference.serving_bundle import BundleSampler, read_bundle_manifest
+    from apt.inference.serving_bundle import BundleSampler, UntrustedBundle, read_bundle_manifest, serves
     from apt.models.model_folder import is_one_step, resolve_model_dir
 
     model_dir = resolve_model_dir(cfg.model)
-    if not is_one_step(model_dir) or read_bundle_manifest(model_dir) is None:
+    manifest = read_bundle_manifest(model_dir) if is_one_step(model_dir) else None
+    if manifest is None or not serves(manifest, sampling_params(cfg, model_dir, one_step=True)[0], device):
         return None
-    params, _ = sampling_params(cfg, model_dir, one_step=True)
-    sampler = BundleSampler(model_dir)
-    if not sampler.serves(params, device):
+    try:
+        sampler = BundleSampler(model_dir, trusted=cfg.serving_bundle == "trust")
+    except UntrustedBundle as err:
+        print(f"note: {err}; serving without it", file=sys.stderr)
         return None
     return sampler, model_dir, "one-step", f"export {model_dir} (serving bundle)"
 
@@ -62,7 +66,7 @@ def load_sampler(cfg, device, dtype, vae_dtype):
     from apt.models.model_folder import check_layout, is_one_step, resolve_model_dir
     from apt.training.run_folder import load_generator, model_dir_of, resolve_checkpoint
 
-    step_dir = resolve_checkpoint(cfg.checkpoint) if cfg.checkpoint else None
+    step_dir = resolve_checkpoint(cfg.checkpoint, verify=True) if cfg.checkpoint else None
     if cfg.model:
         model_dir = resolve_model_dir(cfg.model)
     elif step_dir is not None:
@@ -150,10 +154,11 @@ class Result:
     latents: object  # (B, C, T, h, w) normalised, on CPU
 
 
-def generate(cfg) -> Result | None:
-    """apt-generate for a validated GenerateConfig (apt/cli/generate.py), returning the videos too (for
-    tests and callers that keep tensors). Under torchrun with several ranks the DiT runs context parallel
-    and the VAE tiles are dealt to the ranks; rank 0 writes and returns the result, the others None."""
+def generate(cfg, keep_tensors: bool = True) -> Result | None:
+    """apt-generate for a validated GenerateConfig (apt/cli/generate.py), returning the videos and latents
+    too when keep_tensors (for tests and callers that keep them; the command streams: it holds one batch
+    at a time). Under torchrun with several ranks the DiT runs context parallel and the VAE tiles are
+    dealt to the ranks; rank 0 writes and returns the result, the others None."""
     prompts = read_prompts(cfg)
     if cfg.out.endswith(".mp4") and len(prompts) > 1:
         raise ConfigError(f"out {cfg.out} is one file but there are {len(prompts)} prompts; give a folder")
@@ -164,11 +169,11 @@ def generate(cfg) -> Result | None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         dist_info = init_distributed()
         try:
-            return _generate(cfg, prompts, dist_info)
+            return _generate(cfg, prompts, dist_info, keep_tensors)
         finally:
             shutdown_distributed()
     set_cpu_threads()
-    return _generate(cfg, prompts, None)
+    return _generate(cfg, prompts, None, keep_tensors)
 
 
 def split_sequence(backbone, latent_shape, world: int, ring_degree: int = 1) -> None:
@@ -192,33 +197,19 @@ def decode_latents(sampler, latents, batch_size: int, timer):
 
     videos = []
     for i in range(0, len(latents), batch_size):
-        with timer.phase("vae_decode"):
+        with timer.phase("decode"):
             video = sampler.decode(latents[i : i + batch_size])
         if video is not None:
             videos.append(video.cpu())
     return torch.cat(videos) if videos else None
 
 
-def write_videos(videos, prompts: list[str], out: Path, fps: int, upscale: int) -> list[str]:
-    """One mp4 per clip: `out` itself when it is an .mp4 path, else <out>/<index>_<prompt>.mp4."""
-    from apt.core.video import write_mp4
-
-    paths = []
-    for i, (prompt, video) in enumerate(zip(prompts, videos)):
-        if out.suffix == ".mp4":
-            path = out
-        else:
-            slug = "".join(ch if ch.isalnum() else "_" for ch in prompt)[:60].strip("_")
-            path = out / f"{i:03d}_{slug}.mp4"
-        paths.append(str(write_mp4(video, path, fps=fps, upscale=upscale)))
-    return paths
-
-
-def _generate(cfg, prompts: list[str], dist_info) -> Result | None:
+def _generate(cfg, prompts: list[str], dist_info, keep_tensors: bool) -> Result | None:
     import torch
+    from tqdm import tqdm
 
     from apt.core.sampling import PhaseTimer
-    from apt.core.video import frame_grid
+    from apt.inference.outputs import Outputs, default_out
     from apt.models.loading import parse_dtype  # light: diffusers comes with the models, not with this module
 
     rank, world = (dist_info.rank, dist_info.world_size) if dist_info else (0, 1)
@@ -228,6 +219,8 @@ def _generate(cfg, prompts: list[str], dist_info) -> Result | None:
         device = dist_info.device
     else:
         device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {cfg.device}: this machine has no CUDA device (or this torch build none)")
     if world % cfg.ring_degree:  # before loading anything
         raise ConfigError(f"ring_degree {cfg.ring_degree} must divide the {world} ranks")
     default_dtype = "bf16" if device.type == "cuda" else "fp32"
@@ -251,35 +244,49 @@ def _generate(cfg, prompts: list[str], dist_info) -> Result | None:
     if world > 1:
         split_sequence(sampler.c.transformer, shape, world, cfg.ring_degree)
     mode = mode_name(kind, params.steps)
-    out = Path(cfg.out or f"outputs/generate/{mode}")
-    grid = cfg.grid or ("" if out.suffix == ".mp4" else str(out / "grid.png"))
-    report_path = cfg.report or ("" if out.suffix == ".mp4" else str(out / "report.json"))
-    latents = sampler.generate(prompts, params, timer, decode=False, batch_size=cfg.batch_size)
-    videos = decode_latents(sampler, latents, cfg.batch_size, timer)
-    if rank != 0:
-        return None
-    with timer.phase("write"):
-        paths = write_videos(videos, prompts, out, size["fps"], size["upscale"])
-        if grid:
-            Path(grid).parent.mkdir(parents=True, exist_ok=True)
-            frame_grid(list(videos), prompts, upscale=size["upscale"]).save(grid)
-    seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
+    source_path = Path(cfg.checkpoint).expanduser() if cfg.checkpoint else model_dir
+    out = Outputs(Path(cfg.out).expanduser() if cfg.out else default_out(source_path, mode, cfg.decoder),
+                  cfg.grid, cfg.report, size["fps"], size["upscale"])
+    if rank == 0:
+        out.claim()
+    kept_latents, kept_videos = [], []
     report = {
-        "mode": mode, "source": source, "model": str(model_dir), "device": str(device),
+        "status": "running", "mode": mode, "source": source, "model": str(model_dir), "device": str(device),
         "dtype": str(dtype).removeprefix("torch."), "attention_backend": cfg.attention_backend,
         "decoder": cfg.decoder, "decoder_dtype": str(vae_dtype).removeprefix("torch."),
         "ranks": world, "context_parallel": {"ulysses": world // cfg.ring_degree, "ring": cfg.ring_degree}
         if world > 1 else None, "vae_tiles": list(tiles) if tiles else None,
         "steps": params.steps, "guidance_scale": params.guidance_scale, "height": params.height,
         "width": params.width, "frames": params.frames, "fps": size["fps"], "seed": params.seed,
-        "latent_shape": list(latents.shape[1:]), "video_shape": list(videos.shape[1:]), "videos": paths,
-        "seconds": seconds,
-        "seconds_per_clip_generation": round(sum(timer.seconds.get(k, 0.0) for k in GENERATION_PHASES)
-                                             / len(prompts), 3),
-        **peak_memory(device),
     }
+    bar = tqdm(total=len(prompts), desc=mode, unit="clip", disable=rank != 0 or len(prompts) <= cfg.batch_size,
+               dynamic_ncols=True)
+    for start in range(0, len(prompts), cfg.batch_size):  # each batch written as soon as it is decoded
+        chunk = prompts[start : start + cfg.batch_size]
+        latents = sampler.generate(chunk, replace(params, seed=params.seed + start), timer, decode=False)
+        with timer.phase("decode"):
+            videos = sampler.decode(latents)
+        if rank == 0:
+            videos = videos.cpu()
+            with timer.phase("write"):
+                out.add(videos, chunk, start)
+                out.write_report(report)
+            if keep_tensors:
+                kept_latents.append(latents.cpu())
+                kept_videos.append(videos)
+        bar.update(len(chunk))
+    bar.close()
+    if rank != 0:
+        return None
+    with timer.phase("write"):
+        out.write_grid()
+    seconds = {k: round(v, 3) for k, v in timer.seconds.items()}
+    report.update(status="done", latent_shape=list(shape), video_shape=list(videos.shape[1:]), seconds=seconds,
+                  seconds_per_clip_generation=round(sum(timer.seconds.get(k, 0.0) for k in GENERATION_PHASES)
+                                                    / len(prompts), 3), **peak_memory(device))
     print(timing_table(timer.seconds, len(prompts)), file=sys.stderr)
-    if report_path:
-        Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(report_path).write_text(json.dumps(report, indent=2))
-    return Result(report, videos, latents.cpu())
+    out.write_report(report)
+    report = {**report, "videos": out.paths}
+    if not keep_tensors:
+        return Result(report, None, None)
+    return Result(report, torch.cat(kept_videos), torch.cat(kept_latents))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 # Heavy imports (torch, diffusers) stay inside the functions: the export command parses its
 # arguments, and rejects bad ones, before loading them.
-from apt.models.model_folder import MANIFEST, native_sample, read_manifest  # light: no torch
+from apt.core.files import hash_files, make_readable
+from apt.models.model_folder import MANIFEST, native_sample, read_manifest, verify_files  # light: no torch
 
 COPIED_PARTS = ("vae", "text_encoder", "tokenizer")
 OPTIONAL_PARTS = ("fast_decoder",)  # copied when the teacher folder has it
@@ -67,7 +68,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
     out = Path(out).expanduser()
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
-    step_dir = resolve_checkpoint(checkpoint)
+    step_dir = resolve_checkpoint(checkpoint, verify=True)
     teacher = resolve_model_dir(model_dir) if model_dir is not None else model_dir_of(step_dir)
     if teacher is None:
         raise ValueError(f"no teacher folder recorded for {step_dir} (no run config.yaml): give --model")
@@ -112,6 +113,11 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
             from apt.inference.serving_bundle import write_bundle
 
             write_bundle(tmp)
+        # every file's SHA-256, checked whenever the export is loaded (apt.models.model_folder.verify_files)
+        files = [str(f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file() and f.name != MANIFEST]
+        manifest["sha256"] = hash_files(tmp, files)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        make_readable(tmp)  # safetensors writes owner-only files
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
@@ -162,8 +168,8 @@ def _text_tokens(teacher: Path) -> int:
 
 def verify_export(folder: str | Path, checkpoint: str | Path | None = None, model_dir: str | Path | None = None,
                   seed: int = 0, device: str = "cpu", bf16_tolerance: float = BF16_TOLERANCE) -> dict:
-    """Reload the export with apt.models.loading and compare its one-step latents with the checkpoint's generator
-    for fixed seeds. Returns the differences and `ok`.
+    """Check every file against the SHA-256 the export recorded, reload it with apt.models.loading and compare
+    its one-step latents with the checkpoint's generator for fixed seeds. Returns the differences and `ok`.
 
     same_dtype: export vs the checkpoint's weights cast to the export dtype; must be 0 (bit-identical
     weights, same computation). vs_fp32 (bf16 exports only): export vs the float32 checkpoint; must be
@@ -181,6 +187,7 @@ def verify_export(folder: str | Path, checkpoint: str | Path | None = None, mode
     manifest = read_manifest(folder)
     if manifest is None:
         raise FileNotFoundError(f"{folder} has no {MANIFEST}: not a seaweed-apt export")
+    verify_files(folder)
     dtype = parse_dtype(manifest["dtype"])
     exported = load_components(folder, parts=("transformer",), dtype=dtype).transformer
     text = load_components(folder, parts=("text_encoder", "tokenizer")).text.encode(

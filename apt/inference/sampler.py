@@ -73,5 +73,5 @@ class Sampler:
                 latents = self.generator.sample(noise, text, cfg.steps, cfg.renoise_t, renoise).float()
         if not decode:
             return latents
-        with timer.phase("vae_decode"):
+        with timer.phase("decode"):
             return self.decode(latents)

@@ -10,23 +10,63 @@ seconds of CPU per process, more than the toy's whole one-step generation).
 
 `apt-export --serving-bundle` writes it (traced on the CPU in float32 at the model's native size);
 `apt-generate --model <export> --decoder fast` uses it when the request is the traced one (one step,
-that size, the CPU, one process) and otherwise takes the ordinary path. Both give the same clips
+that size, the CPU, one process) and otherwise takes the ordinary path.
+
+Loading TorchScript runs the code it holds, so a bundle is loaded only when it was built on this
+machine (its content hash is in this machine's trust list, `$APT_CACHE_DIR/trusted-serving-bundles.json`,
+which apt-export adds it to) or when the user vouches for it (`apt-generate --serving-bundle trust`). Both give the same clips
 (tests/test_serving.py). TorchScript is in maintenance mode in PyTorch but loads in a fraction of a
 second with nothing else imported, which torch.export's loader does not (measured here: 5 s).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import torch
+
+from apt.core.files import cache_dir, sha256_file, write_atomically
 
 FOLDER = "serving"
 MANIFEST = "bundle.json"
 FORMAT = "seaweed-apt-serving-bundle/1"
 PROGRAMS = ("text_encoder.pt", "generator.pt", "fast_decoder.pt")
 TOKENIZER = "tokenizer.json"
+TRUST_LIST = "trusted-serving-bundles.json"
+
+
+class UntrustedBundle(PermissionError):
+    """A serving bundle not built on this machine (nor vouched for): loading it would run its code."""
+
+
+def bundle_digest(model_dir: str | Path) -> str:
+    """One SHA-256 over every file of the bundle (programs, tokenizer, manifest)."""
+    folder = Path(model_dir) / FOLDER
+    digest = hashlib.sha256()
+    for name in (*PROGRAMS, TOKENIZER, MANIFEST):
+        digest.update(f"{name}:{sha256_file(folder / name)}\n".encode())
+    return digest.hexdigest()
+
+
+def _trusted() -> set[str]:
+    path = cache_dir() / TRUST_LIST
+    try:
+        return set(json.loads(path.read_text()))
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
+        return set()
+
+
+def trust_bundle(model_dir: str | Path) -> None:
+    """Add a bundle this machine built to its trust list."""
+    path = cache_dir() / TRUST_LIST
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(path, json.dumps(sorted(_trusted() | {bundle_digest(model_dir)}), indent=1))
+
+
+def is_trusted(model_dir: str | Path) -> bool:
+    return bundle_digest(model_dir) in _trusted()
 
 
 # -- the tokenizer ------------------------------------------------------------------------------------
@@ -160,6 +200,7 @@ def write_bundle(export_dir: str | Path) -> Path:
 
         shutil.rmtree(out)
     tmp.replace(out)
+    trust_bundle(export_dir)  # built here: this machine may load it
     return out
 
 
@@ -172,17 +213,31 @@ def read_bundle_manifest(model_dir: str | Path) -> dict | None:
     return manifest if manifest.get("format") == FORMAT else None
 
 
+def serves(manifest: dict, params, device: torch.device) -> bool:
+    """Whether a request is the one a bundle traced (one step, its size, the CPU)."""
+    s = manifest["sample"]
+    return (device.type == "cpu" and params.steps == 1 and params.guidance_scale == 1.0
+            and (params.height, params.width, params.frames) == (s["height"], s["width"], s["frames"]))
+
+
 class BundleSampler:
     """The Sampler interface apt-generate uses (latent_shape, generate, decode), over the bundle's
-    programs: one step, the traced size, float32 on the CPU."""
+    programs: one step, the traced size, float32 on the CPU. trusted=True loads a bundle that is not in
+    this machine's trust list (the caller vouches for it); otherwise such a bundle raises UntrustedBundle."""
 
-    def __init__(self, model_dir: str | Path):
+    def __init__(self, model_dir: str | Path, trusted: bool = False):
         from tokenizers import Tokenizer
+
+        from apt.models.model_folder import verify_files
 
         folder = Path(model_dir) / FOLDER
         self.manifest = read_bundle_manifest(model_dir)
         if self.manifest is None:
             raise FileNotFoundError(f"{folder} holds no serving bundle (apt-export --serving-bundle writes one)")
+        verify_files(model_dir, (FOLDER,))
+        if not trusted and not is_trusted(model_dir):
+            raise UntrustedBundle(f"{folder} was not built on this machine: not loaded, as loading TorchScript runs "
+                                  "the code it holds (--serving-bundle trust loads it if you trust its source)")
         import warnings
 
         with warnings.catch_warnings():  # "deprecated, switch to torch.export": see the module docstring
@@ -190,12 +245,6 @@ class BundleSampler:
             self.text_encoder, self.generator, self.decoder = (torch.jit.load(str(folder / p), map_location="cpu")
                                                                for p in PROGRAMS)
         self.tokenizer = Tokenizer.from_file(str(folder / TOKENIZER))
-
-    def serves(self, params, device: torch.device) -> bool:
-        """Whether a request is the traced one."""
-        s = self.manifest["sample"]
-        return (device.type == "cpu" and params.steps == 1 and params.guidance_scale == 1.0
-                and (params.height, params.width, params.frames) == (s["height"], s["width"], s["frames"]))
 
     def latent_shape(self, params) -> tuple[int, ...]:
         return tuple(self.manifest["latent_shape"])

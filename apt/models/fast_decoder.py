@@ -23,6 +23,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
+from apt.core.files import save_safetensors
+
 FOLDER = "fast_decoder"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -155,12 +157,11 @@ class FastDecoder(nn.Module):
 
     # -- files -------------------------------------------------------------------------------
     def save(self, folder: str | Path, report: dict | None = None) -> Path:
-        from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().float().contiguous().cpu() for k, v in self.state_dict().items()}
-        save_file(state, str(folder / WEIGHTS), metadata={"format": FORMAT})
+        save_safetensors(state, folder / WEIGHTS, metadata={"format": FORMAT})
         (folder / CONFIG).write_text(json.dumps({"format": FORMAT, **asdict(self.config)}, indent=2) + "\n")
         if report is not None:
             (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -183,12 +184,17 @@ class FastDecoder(nn.Module):
 
 
 def find_fast_decoder(model_dir: str | Path, path: str | Path = "") -> Path:
-    """`path` if given, else the model folder's fast_decoder/; a missing one is named with the way to make it."""
+    """`path` if given, else the model folder's fast_decoder/ (checked against the SHA-256s an export
+    recorded); a missing one is named with the way to make it."""
+    from apt.models.model_folder import verify_files
+
     folder = Path(path).expanduser() if path else Path(model_dir) / FOLDER
     if not (folder / CONFIG).is_file():
         where = f"--fast-decoder {folder}" if path else f"{Path(model_dir)} has no {FOLDER}/"
         raise FileNotFoundError(f"{where}: no fast decoder there; train one with apt-train-decoder "
                                 f"(--model {model_dir} --out {Path(model_dir) / FOLDER}) or use --decoder vae")
+    if not path:
+        verify_files(model_dir, (FOLDER,))
     return folder
 
 

@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from safetensors import SafetensorError
 
+from apt.core.config import ConfigError
+from apt.core.files import DamagedFile
 from apt.models.fast_decoder import FastDecoder
-from apt.models.model_folder import PARTS, check_layout
+from apt.models.model_folder import PARTS, check_layout, verify_files
 from apt.models.text import TextEncoder
 from apt.models.vae import VideoVAE
 
@@ -55,7 +58,20 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
     if unknown:
         raise ValueError(f"unknown model parts {sorted(unknown)}; known: {PARTS}")
     model_dir = check_layout(model_dir, parts)
+    verify_files(model_dir, parts)  # an export's recorded SHA-256s (a teacher folder has none)
     out = Components()
+    try:
+        _load_parts(out, model_dir, parts, dtype, vae_dtype)
+    except (FileNotFoundError, ConfigError):
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:  # what a damaged file raises
+        raise DamagedFile(f"{model_dir}: a part cannot be loaded ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0] if str(err) else ''}); the folder is damaged or not a Wan "
+                          "folder") from err
+    return out
+
+
+def _load_parts(out: Components, model_dir: Path, parts, dtype: torch.dtype, vae_dtype: torch.dtype) -> None:
     if "transformer" in parts:
         from apt.models.backbone import WanBackbone
 
@@ -72,4 +88,4 @@ def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = tor
         # transformers >= 4.56 calls it dtype (torch_dtype warns)
         encoder = UMT5EncoderModel.from_pretrained(model_dir / "text_encoder", dtype=dtype)
         out.text = TextEncoder(tokenizer, encoder.eval().requires_grad_(False), text_context_length(tokenizer))
-    return out
+

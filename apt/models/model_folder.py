@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 
 from apt.core import plugins
+from apt.core.config import ConfigError
+from apt.core.files import mismatched
 
 PARTS = ("transformer", "vae", "text_encoder", "tokenizer")
 MANIFEST = "seaweed_apt.json"
@@ -35,8 +37,6 @@ def check_layout(model_dir: str | Path, parts=PARTS) -> Path:
 def check_one_dit(model_dir: Path) -> None:
     """A Wan 2.2 A14B folder holds two DiTs (transformer/ samples above boundary_ratio, transformer_2/
     below); loading only transformer/ would quietly make the high-noise expert the teacher at every t."""
-    from apt.core.config import ConfigError
-
     index = model_dir / "model_index.json"
     declared = json.loads(index.read_text()) if index.is_file() else {}
     second = declared.get("transformer_2")
@@ -62,7 +62,28 @@ def resolve_model_dir(path: str | Path) -> Path:
 
 def read_manifest(folder: str | Path) -> dict | None:
     path = Path(folder) / MANIFEST
-    return json.loads(path.read_text()) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}): the folder's manifest is damaged") from None
+    if not isinstance(manifest, dict):
+        raise ConfigError(f"{path} is not a manifest (a JSON object)")
+    return manifest
+
+
+def verify_files(model_dir: str | Path, parts=None) -> None:
+    """An export's files against the SHA-256 its manifest recorded (those under `parts`, or all): a
+    flipped bit or a replaced file stops the load, naming the file. Folders without recorded hashes (a
+    teacher, an export of an earlier version) pass."""
+    hashes = (read_manifest(model_dir) or {}).get("sha256") or {}
+    chosen = {k: v for k, v in hashes.items() if parts is None or k.split("/")[0] in parts}
+    bad = mismatched(model_dir, chosen)
+    if bad:
+        raise ConfigError(f"{Path(model_dir) / bad[0]} is not the file that was exported (its SHA-256 differs from "
+                          f"{MANIFEST}'s){f', nor are {len(bad) - 1} more' if len(bad) > 1 else ''}: export again "
+                          "or copy the folder again")
 
 
 def native_sample(model_dir: str | Path) -> dict:

@@ -7,13 +7,16 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from apt.core.collectives import all_gather_objects, barrier, broadcast_object
+from apt.core.files import save_safetensors
 from apt.toy.world import MovingDigits, ToyWorldConfig
 
 
@@ -59,17 +62,21 @@ def encode_toy_clips(components, dataset: MovingDigits, batch_size: int = 32, de
 
 
 def _save_atomically(tensors: dict, path: Path) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+    save_safetensors(tensors, path)
 
 
 def _load_cache(path: Path) -> LatentDataset | None:
+    """The cached dataset, or None when there is none or it cannot be read (a crash mid-write in an older
+    version, a damaged disk): then the caller computes it again and rewrites it."""
     if not path.exists():
         return None
-    blob = load_file(str(path))
-    captions = json.loads(path.with_suffix(".json").read_text())
-    return LatentDataset(blob["latents"], blob["text_table"], blob["rows"], captions)
+    try:
+        blob = load_file(str(path))
+        captions = json.loads(path.with_suffix(".json").read_text())
+        return LatentDataset(blob["latents"], blob["text_table"], blob["rows"], captions)
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        print(f"note: the toy cache {path} cannot be read ({type(err).__name__}); encoding it again", file=sys.stderr)
+        return None
 
 
 def _save_cache(path: Path, data: LatentDataset) -> None:

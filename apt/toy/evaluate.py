@@ -32,19 +32,27 @@ class EvaluateConfig:
                                  "(every row's clips, the VAE round trip's too)", choices=("vae", "fast"))
     fast_decoder: str = option("", "--decoder fast: a fast decoder folder other than the model folder's")
     out: str = option("outputs/eval", "folder for table.md, metrics.json and grid.png")
+    threads: int = option(0, "torch threads; the numbers depend on it (float sums): 0 = this machine's share "
+                             "of its cores, or OMP_NUM_THREADS")
 
     def validate(self):
+        if self.threads < 0:
+            raise ConfigError(f"threads must be >= 0 (0 = this machine's share), got {self.threads}")
         if self.n < 2 or self.batch_size < 1 or self.teacher_steps < 0 or self.refine_steps < 0:
             raise ConfigError("n must be >= 2 (a Frechet distance needs two clips), batch_size >= 1, "
                               "teacher_steps >= 0, refine_steps >= 0")
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
+    import torch
+
     from apt.models.model_folder import resolve_model_dir
     from apt.toy.evaluation import comparison_grid, evaluate_models, markdown_table, model_specs, settings
     from apt.training.distributed import set_cpu_threads
 
     set_cpu_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     model_dir = resolve_model_dir(cfg.model)
     specs = model_specs(cfg.teacher_steps, cfg.runs, cfg.two_step, real=cfg.real, guidance_scale=cfg.cfg,
                         raw=cfg.raw, refine_steps=cfg.refine_steps)

@@ -154,8 +154,10 @@ def model_specs(teacher_steps: int | None, runs: list[str], two_step: list[str] 
         name, sep, run_dir = arg.partition("=")
         if not sep or not name or not run_dir:
             raise ConfigError(f"--run takes name=run_dir, got {arg!r}")
-        named[name] = Path(run_dir)
-        specs.append(ModelSpec(f"{name} 1-step", "generator", 1, Path(run_dir)))
+        if name in named:
+            raise ConfigError(f"--run {name!r} is given twice (each row needs its own name)")
+        named[name] = Path(run_dir).expanduser()
+        specs.append(ModelSpec(f"{name} 1-step", "generator", 1, named[name]))
     for name in two_step:
         if name not in named:
             raise ConfigError(f"--two-step {name!r} names no --run (have: {', '.join(named) or 'none'})")
@@ -248,6 +250,12 @@ def add_paired_same_digit(results: dict[str, dict], digits: dict[str, np.ndarray
             results[name]["same_digit_minus_teacher_se"] = round(se, 4)
 
 
+def _library_versions() -> dict:
+    from importlib.metadata import version
+
+    return {name: version(name) for name in ("diffusers", "transformers")}  # both are dependencies
+
+
 def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
     """What the numbers depend on, for metrics.json."""
     import json
@@ -259,6 +267,8 @@ def settings(n: int, seed: int, batch_size: int, model_dir: Path) -> dict:
         "reference": {"split": "eval (held-out glyphs and combinations)", "clips": REFERENCE_CLIPS, "seed": REFERENCE_SEED},
         "evaluator_heldout_accuracy": json.loads(report.read_text())["heldout"]["accuracy"] if report.exists() else None,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        # what else moves the last digits: the CPU's kernels and the libraries
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(), **_library_versions(),
     }
 
 

@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 from einops import rearrange
 
+from apt.core.files import save_safetensors
 from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES
 
 EVALUATOR_DIR = Path(__file__).resolve().parent.parent / "assets" / "evaluator"
@@ -64,11 +65,10 @@ class ClipEvaluator(nn.Module):
 
 
 def save_evaluator(model: ClipEvaluator, out_dir: str | Path) -> Path:
-    from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir / "model.safetensors")
     (out_dir / "config.json").write_text(json.dumps(model.config, indent=2) + "\n")
     return out_dir
 

@@ -37,11 +37,14 @@ def banner(text: str) -> None:
     print(f"\n=== {text} ===", flush=True)
 
 
+STAGE_ENV = {"PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}  # one thread per rank, whatever the caller's env
+
+
 def forward_output(cmd: list[str]) -> tuple[int, str | None]:
     """Run a stage with its output going straight to this terminal (progress bars included), except
     what follows a rank's one-line user error ("error: ..."): torchrun's failure report, which would
     bury it. Returns the exit status and that line, if any."""
-    proc = subprocess.Popen([str(c) for c in cmd], env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    proc = subprocess.Popen([str(c) for c in cmd], env=dict(os.environ, **STAGE_ENV),
                             stderr=subprocess.PIPE)
     error, pending = None, b""
     for chunk in iter(lambda: proc.stderr.read1(65536), b""):
@@ -111,7 +114,7 @@ def quickstart(args) -> dict:
     banner("4/4 evaluation: teacher 25-step vs CD, APT and APT+reward one-step (and APT 2-step)")
     start = time.perf_counter()
     report = evaluate(EvaluateConfig(runs=[f"{name}={path}" for name, path in runs.items()], two_step=["APT"],
-                                     n=args.n, seed=args.seed, out=str(out)))
+                                     n=args.n, seed=args.seed, out=str(out), threads=args.threads))
     plot_losses(runs, out / "losses.png")
     timings["4/4 evaluation"] = round(time.perf_counter() - start, 1)
     timings["total"] = round(time.perf_counter() - total_start, 1)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from apt.core.files import save_safetensors
 from apt.toy.world import COLOUR_NAMES, DIGIT_WORDS, DIRECTION_NAMES, caption
 
 REWARD_DIR = Path(__file__).resolve().parent.parent / "assets" / "toy-reward"
@@ -112,11 +113,10 @@ class ToyAlignmentModel(nn.Module):
 
 
 def save_reward_model(model: ToyAlignmentModel, out_dir: str | Path) -> Path:
-    from safetensors.torch import save_file
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out_dir / "model.safetensors"))
+    save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()}, out_dir / "model.safetensors")
     (out_dir / "config.json").write_text(json.dumps(model.config, indent=2) + "\n")
     return out_dir
 

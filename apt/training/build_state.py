@@ -28,7 +28,9 @@ class BuildState:
         saved = state["settings"]
         changed = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
         if changed:
-            raise ValueError(f"{self.path} holds a build with other settings ({', '.join(changed)}): run it again "
+            from apt.core.config import ConfigError
+
+            raise ConfigError(f"{self.path} holds a build with other settings ({', '.join(changed)}): run it again "
                              "with the same ones to resume, or delete the file to start over")
         print(f"resuming {self.path} at step {state['step']}")
         return state

@@ -13,3 +13,10 @@ class Callback:
     def after_sync(self, step: int, metrics: dict[str, float]) -> None:
         """The update's metrics, averaged over ranks: the same on every rank, so a decision taken here
         (raising to stop the run) is every rank's."""
+
+    def state_dict(self) -> dict:
+        """What the callback must carry across a resume (checkpointed per rank); {} = nothing."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what state_dict() returned."""

@@ -11,7 +11,6 @@ mid-save leaves the previous one intact.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -29,7 +28,17 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
-from apt.core.collectives import barrier
+from apt.core.collectives import all_gather_objects, barrier, gather_objects, is_distributed
+from apt.core.files import (
+    DamagedFile,
+    UnsafePickle,
+    check_dcp_metadata,
+    disk_full,
+    disk_full_error,
+    hash_files,
+    make_readable,
+    mismatched,
+)
 
 
 def _rng_state() -> dict:
@@ -76,17 +85,37 @@ def latest_complete(root: str | Path) -> Path | None:
     return done[-1] if done else None
 
 
-class CorruptCheckpoint(RuntimeError):
-    """A checkpoint whose files are missing or cut short (a crash or a full disk outside the atomic save)."""
+class CorruptCheckpoint(DamagedFile):
+    """A checkpoint whose files are missing, cut short or altered (a crash or a full disk outside the
+    atomic save, a flipped bit, a doctored file)."""
+
+
+def _my_share(names: list[str]) -> list[str]:
+    """This rank's share of the files to hash (all of them without a process group)."""
+    if not is_distributed():
+        return names
+    import torch.distributed as dist
+
+    return names[dist.get_rank()::dist.get_world_size()]
 
 
 def verify_checkpoint(path: str | Path) -> None:
-    """Check that every file a checkpoint's DCP metadata points into exists and is long enough, and
-    that the RNG files are there; raises CorruptCheckpoint naming the first bad file. Reads the
-    metadata and file sizes only."""
+    """Check a checkpoint before anything is restored from it: its DCP metadata names only DCP's own
+    classes (it is a pickle), every file the metadata points into exists and is long enough, the RNG
+    files are there, and every file has the SHA-256 meta.json recorded (the ranks share the hashing).
+    Raises CorruptCheckpoint naming the first bad file."""
     path = Path(path)
     if not is_complete(path):
         raise CorruptCheckpoint(f"{path} is not a complete checkpoint (no meta.json)")
+    try:
+        check_dcp_metadata(path / ".metadata")
+    except UnsafePickle as err:
+        raise CorruptCheckpoint(f"{path / '.metadata'} is not a checkpoint's metadata: it {err}; not loaded "
+                                "(a pickle can run code)") from None
+    except FileNotFoundError:
+        raise CorruptCheckpoint(f"{path / '.metadata'} is missing") from None
+    except Exception as err:  # a truncated .metadata fails inside pickle with any of several errors
+        raise CorruptCheckpoint(f"{path / '.metadata'} cannot be read ({type(err).__name__}: {err})") from None
     try:
         storage = dcp.FileSystemReader(str(path)).read_metadata().storage_data
     except Exception as err:  # a truncated .metadata fails inside pickle with any of several errors
@@ -100,10 +129,16 @@ def verify_checkpoint(path: str | Path) -> None:
             raise CorruptCheckpoint(f"{file} is missing")
         if file.stat().st_size < size:
             raise CorruptCheckpoint(f"{file} is cut short ({file.stat().st_size} bytes, needs {size})")
-    ranks = json.loads((path / "meta.json").read_text()).get("world_size", 1)
-    for rank in range(ranks):
+    meta = json.loads((path / "meta.json").read_text())
+    for rank in range(meta.get("world_size", 1)):
         if not (path / f"rng_rank{rank}.pt").is_file():
             raise CorruptCheckpoint(f"{path / f'rng_rank{rank}.pt'} is missing")
+    expected = meta.get("sha256", {})  # checkpoints written before the hashes were recorded have none
+    mine = {name: expected[name] for name in _my_share(sorted(expected))}
+    bad = sorted(n for part in all_gather_objects(mismatched(path, mine)) for n in part)
+    if bad:
+        raise CorruptCheckpoint(f"{path / bad[0]} is not the file that was saved (its SHA-256 differs from "
+                                f"meta.json's){f' (and {len(bad) - 1} more)' if len(bad) > 1 else ''}")
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -116,22 +151,6 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-
-
-def _publishable_mode(folder: Path) -> None:
-    """DCP writes some shards owner-only; give every file the mode a plain write would (umask applies)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    for file in folder.rglob("*"):
-        if file.is_file():
-            file.chmod(0o666 & ~umask)
-
-
-def _disk_full_message(where: Path) -> OSError:
-    free = shutil.disk_usage(where.parent).free / 2**30
-    return OSError(errno.ENOSPC, f"disk full while writing the checkpoint {where} ({free:.2f} GiB free on "
-                                 f"that disk); the previous checkpoint is intact: free space and run the "
-                                 f"same command to resume")
 
 
 class CheckpointManager:
@@ -149,7 +168,9 @@ class CheckpointManager:
             state[f"optim.{k}"] = get_optimizer_state_dict(m, opt)
         return state
 
-    def save(self, step: int, models: dict, optimizers: dict, extra: dict) -> Path:
+    def save(self, step: int, models: dict, optimizers: dict, extra: dict, rank_state: dict | None = None) -> Path:
+        """rank_state: this rank's other state to carry across a resume (tensors, numbers, lists, dicts:
+        what torch.load(weights_only=True) reads back), e.g. a stop rule's counters."""
         final = self.root / f"step_{step:08d}"
         tmp = self.root / f".tmp_step_{step:08d}"
         if self.rank == 0:
@@ -157,31 +178,44 @@ class CheckpointManager:
             tmp.mkdir(parents=True)
         barrier()
         try:
-            dcp.save(self._state(models, optimizers), checkpoint_id=str(tmp))
-            torch.save(_rng_state(), tmp / f"rng_rank{self.rank}.pt")
-        except Exception as err:
+            self._write(step, tmp, models, optimizers, extra, rank_state or {})
+        except BaseException as err:  # DCP's CheckpointException is a BaseException
             shutil.rmtree(tmp, ignore_errors=True)  # half a checkpoint only takes space from the next try
-            # DCP wraps a writer's OSError in its own exception type: recognise a full disk either way
-            if getattr(err, "errno", None) == errno.ENOSPC or "No space left on device" in str(err):
-                raise _disk_full_message(tmp) from err
+            if not isinstance(err, (KeyboardInterrupt, SystemExit)) and disk_full(err, self.root):
+                raise disk_full_error(self.root, f"the checkpoint {final}", "the half-written one is removed and the "
+                                      "previous checkpoint is intact: free space and run the same command to resume") \
+                    from err
             raise
-        barrier()
         if self.rank == 0:
-            meta = dict(extra, step=step, world_size=self.world_size)
-            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-            _publishable_mode(tmp)
-            _fsync_tree(tmp)
-            shutil.rmtree(final, ignore_errors=True)
-            tmp.rename(final)
-            pointer = self.root / "latest.tmp"
-            with open(pointer, "w") as f:
-                f.write(final.name)
-                f.flush()
-                os.fsync(f.fileno())
-            pointer.replace(self.root / "latest")
-            self._prune()
+            self._publish(tmp, final)
         barrier()
         return final
+
+    def _write(self, step: int, tmp: Path, models: dict, optimizers: dict, extra: dict, rank_state: dict) -> None:
+        dcp.save(self._state(models, optimizers), checkpoint_id=str(tmp))
+        torch.save({**_rng_state(), "rank_state": rank_state}, tmp / f"rng_rank{self.rank}.pt")
+        barrier()
+        # every file's hash, the ranks sharing the work (a shard is hashed by whoever lists it)
+        files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
+        hashes = gather_objects(hash_files(tmp, _my_share(files)))
+        if self.rank == 0:
+            meta = dict(extra, step=step, world_size=self.world_size,
+                        sha256={k: v for part in hashes for k, v in part.items()})
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+            make_readable(tmp)  # DCP writes some shards owner-only
+            _fsync_tree(tmp)
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        """Rename the complete checkpoint into place and point `latest` at it (rank 0)."""
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        pointer = self.root / "latest.tmp"
+        with open(pointer, "w") as f:
+            f.write(final.name)
+            f.flush()
+            os.fsync(f.fileno())
+        pointer.replace(self.root / "latest")
+        self._prune()
 
     def _prune(self) -> None:
         done = sorted(p for p in self.root.glob("step_*") if is_complete(p))
@@ -190,7 +224,8 @@ class CheckpointManager:
             shutil.rmtree(old, ignore_errors=True)
 
     def load(self, path: str | Path, models: dict, optimizers: dict) -> dict:
-        """Restore models, optimisers and this rank's RNG in place; returns meta.json's content.
+        """Restore models, optimisers and this rank's RNG in place; returns meta.json's content, with this
+        rank's saved `rank_state` where the world size is the same.
         A checkpoint with missing or cut-short files raises CorruptCheckpoint (the file named) before
         anything is restored."""
         path = Path(path)
@@ -205,20 +240,30 @@ class CheckpointManager:
             set_model_state_dict(m, state[f"model.{k}"])
         for k, (m, opt) in optimizers.items():
             set_optimizer_state_dict(m, opt, state[f"optim.{k}"])
-        # Per-rank RNG only means something in a world of the same size; otherwise keep fresh seeds.
+        # Per-rank RNG and state only mean something in a world of the same size; otherwise keep fresh seeds.
         if meta.get("world_size", self.world_size) == self.world_size:
-            _set_rng_state(torch.load(path / f"rng_rank{self.rank}.pt", weights_only=True))
+            saved = torch.load(path / f"rng_rank{self.rank}.pt", weights_only=True)
+            _set_rng_state(saved)
+            meta["rank_state"] = saved.get("rank_state", {})
         return meta
 
 
 def checkpoint_model_names(path: str | Path) -> set[str]:
-    """Names of the models a checkpoint holds (e.g. {'ema', 'student'}), from DCP's metadata alone."""
+    """Names of the models a checkpoint holds (e.g. {'ema', 'student'}), from DCP's metadata alone (checked
+    to name only DCP's classes first)."""
+    try:
+        check_dcp_metadata(Path(path) / ".metadata")
+    except UnsafePickle as err:
+        raise CorruptCheckpoint(f"{Path(path) / '.metadata'} is not a checkpoint's metadata: it {err}") from None
     keys = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
     return {k.split(".")[1] for k in keys if k.startswith("model.")}
 
 
-def load_model_from_checkpoint(path: str | Path, name: str, module: torch.nn.Module) -> None:
-    """Load one model (e.g. stage 1's 'ema') out of a training checkpoint into `module` (any sharding)."""
+def load_model_from_checkpoint(path: str | Path, name: str, module: torch.nn.Module, verify: bool = True) -> None:
+    """Load one model (e.g. stage 1's 'ema') out of a training checkpoint into `module` (any sharding),
+    after checking the checkpoint (verify_checkpoint; verify=False when the caller just did)."""
+    if verify:
+        verify_checkpoint(path)
     state = {f"model.{name}": get_model_state_dict(module)}
     dcp.load(state, checkpoint_id=str(path))
     set_model_state_dict(module, state[f"model.{name}"])

@@ -52,6 +52,9 @@ class TrainConfig:
     allow_config_change: bool = False
 
     def validate(self):
+        self.out_dir = str(Path(self.out_dir).expanduser())  # a shell does not expand ~ inside key=value
+        if self.resume not in ("auto", "never"):
+            self.resume = str(Path(self.resume).expanduser())
         for key in ("steps", "micro_batch_size", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key} must be >= 1, got {getattr(self, key)}")
@@ -100,6 +103,7 @@ class DataConfig:
     teacher_guidance: float = 5.0  # toy only: their classifier-free guidance scale
 
     def validate(self):
+        self.path, self.cache_dir = (str(Path(v).expanduser()) if v else v for v in (self.path, self.cache_dir))
         if self.source not in data_sources():
             raise ConfigError(f"data.source must be one of {', '.join(data_sources())}, got {self.source!r}")
         if self.source == "shards" and not self.path:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from apt.models.fast_decoder import FastDecoder, config_for_vae
+from apt.models.fast_decoder import CONFIG, WEIGHTS, FastDecoder, config_for_vae
 from apt.training.build_state import BuildState
 
 STATE = "train_state.pt"
@@ -175,16 +175,37 @@ def load_latents(data: str, clips: int, data_seed: int, components, model_dir: P
 
 
 def train(cfg) -> dict:
-    """apt-train-decoder for its validated options (apt/cli/train_decoder.py)."""
+    """apt-train-decoder for its validated options (apt/cli/train_decoder.py): the folder locked for the
+    training; a finished decoder there is replaced only with cfg.overwrite."""
+    from apt.training.distributed import set_cpu_threads
+    from apt.training.run_folder import lock_run_folder
+
+    set_cpu_threads()
+    out = Path(cfg.out).expanduser()
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_run_folder(out, "--out")  # a second training into the same folder stops here
+    try:
+        return _train(cfg, out)
+    finally:
+        lock.close()
+
+
+def finished(out: Path) -> bool:
+    """A trained fast decoder is there (its weights and report written, no training in progress)."""
+    return all((out / name).is_file() for name in (CONFIG, WEIGHTS, "report.json")) and not (out / STATE).exists()
+
+
+def _train(cfg, out: Path) -> dict:
     import json
 
     from apt.core.config import ConfigError
     from apt.data.sources import data_sources
     from apt.models.loading import load_components
     from apt.models.model_folder import resolve_model_dir
-    from apt.training.distributed import set_cpu_threads
 
-    set_cpu_threads()
+    if finished(out) and not cfg.overwrite:
+        raise FileExistsError(f"{out} holds a trained fast decoder: --overwrite trains a new one in its place, or "
+                              "give another --out")
     model_dir = resolve_model_dir(cfg.model)
     makes_clips = cfg.data in data_sources() and cfg.data != "shards"  # then it embeds captions too
     components = load_components(model_dir, parts=("vae", "text_encoder", "tokenizer") if makes_clips else ("vae",))
@@ -197,6 +218,6 @@ def train(cfg) -> dict:
     training = DecoderTraining(steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, clips=len(latents),
                                holdout=cfg.holdout, crop=cfg.crop, latent_noise=cfg.latent_noise, seed=cfg.seed,
                                save_every=cfg.save_every, channels=tuple(cfg.channels) or None, blocks=cfg.blocks)
-    report = train_fast_decoder(components.vae, latents.to(device), cfg.out, training, source=source, device=device)
+    report = train_fast_decoder(components.vae, latents.to(device), out, training, source=source, device=device)
     print(json.dumps(report, indent=2))
     return report

@@ -44,10 +44,27 @@ def set_cpu_threads() -> int:
     return torch.get_num_threads()
 
 
+def die_with_parent() -> None:
+    """Under torchrun, end this worker when its launcher dies (Linux: PR_SET_PDEATHSIG): killing only the
+    torchrun process would otherwise leave the workers training on, holding the GPUs and the run folder."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() == 1:  # the launcher died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def init_distributed() -> DistInfo:
     if dist.is_initialized():
         raise RuntimeError("the process group is already initialised")
     set_cpu_threads()
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # started by torchrun
+        die_with_parent()
     cuda = torch.cuda.is_available()
     backend = "nccl" if cuda else "gloo"
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:

@@ -21,13 +21,14 @@ SAMPLES = "samples"
 CHECKPOINTS = "checkpoints"
 TENSORBOARD = "tensorboard"
 LOCK = ".lock"
+MARKER = ".seaweed-apt-run"  # written into every run folder: training may clear and rewrite its files
 
 
 class RunFolderBusy(FileExistsError):
     """Another process trains in this run folder."""
 
 
-def lock_run_folder(run_dir: str | Path):
+def lock_run_folder(run_dir: str | Path, option: str = "train.out_dir"):
     """Hold an exclusive lock on the run folder for this process's lifetime (the returned file; close it
     to release). A second run on the same folder would interleave metrics and race on checkpoints, so
     it stops here, naming the holder. flock is released by the kernel when the holder dies, so a killed
@@ -38,7 +39,9 @@ def lock_run_folder(run_dir: str | Path):
     from datetime import datetime, timezone
 
     path = Path(run_dir) / LOCK
-    handle = open(path, "a+")
+    if path.is_symlink():  # a lock file is the run's own: never one pointing elsewhere
+        path.unlink()
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666), "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -46,13 +49,39 @@ def lock_run_folder(run_dir: str | Path):
         holder = handle.read().strip() or "unknown process"
         handle.close()
         raise RunFolderBusy(f"{run_dir} is in use by another run ({holder}); wait for it, stop it, "
-                            f"or choose another train.out_dir") from None
+                            f"or choose another {option}") from None
     handle.seek(0)
     handle.truncate()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n")
     handle.flush()
     return handle
+
+
+def is_run_folder(run_dir: str | Path) -> bool:
+    """A folder training may write into: missing, empty, marked as a run's, or a run of a version that
+    wrote no marker (a config.yaml with train and model sections beside checkpoints/)."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists() or not [p for p in run_dir.iterdir() if p.name != LOCK] or (run_dir / MARKER).is_file():
+        return True
+    if not (run_dir / CHECKPOINTS).is_dir() or not (run_dir / CONFIG).is_file():
+        return False
+    try:
+        from omegaconf import OmegaConf
+
+        saved = OmegaConf.load(run_dir / CONFIG)
+    except Exception:
+        return False
+    return all(key in saved for key in ("model", "train"))
+
+
+def check_run_folder(run_dir: str | Path) -> None:
+    """Refuse to train into a folder that holds other things than a run: training clears temporary
+    files and TensorBoard events and rewrites config.yaml and metrics.jsonl in its folder."""
+    if not is_run_folder(run_dir):
+        listed = ", ".join(sorted(p.name for p in Path(run_dir).iterdir())[:5])
+        raise FileExistsError(f"train.out_dir={run_dir} holds files that are not a seaweed-apt run ({listed}): "
+                              "training would clear and rewrite some of them; choose another train.out_dir")
 
 
 def clear_partial_writes(run_dir: str | Path) -> list[Path]:
@@ -85,19 +114,37 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return latest_complete(checkpoints_dir(run_dir))
 
 
-def resolve_checkpoint(checkpoint: str | Path) -> Path:
-    """A step directory as given, or a run directory's latest complete checkpoint."""
-    from apt.training.checkpoint import is_complete
+def resolve_checkpoint(checkpoint: str | Path, verify: bool = False) -> Path:
+    """A step directory as given, or a run directory's latest complete checkpoint. verify=True checks it
+    (apt.training.checkpoint.verify_checkpoint) and, for a run directory, falls back to its newest intact
+    checkpoint, saying so on stderr, as a resumed training run does."""
+    import sys
+
+    from apt.training.checkpoint import CorruptCheckpoint, is_complete, verify_checkpoint
 
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     if is_complete(path):
+        if verify:
+            verify_checkpoint(path)
         return path
     found = latest_checkpoint(path)
     if found is None:
         raise FileNotFoundError(f"no complete checkpoint in {path} (expected a step directory with meta.json, "
                                 f"or a run directory with {CHECKPOINTS}/step_*/)")
+    if not verify:
+        return found
+    candidates = [found, *sorted((p for p in checkpoints_dir(path).glob("step_*") if is_complete(p)
+                                  and p.name < found.name), reverse=True)]
+    for i, candidate in enumerate(candidates):
+        try:
+            verify_checkpoint(candidate)
+            return candidate
+        except CorruptCheckpoint as err:
+            if i + 1 == len(candidates):
+                raise
+            print(f"note: {err}: using {candidates[i + 1]} instead", file=sys.stderr)
     return found
 
 
@@ -142,8 +189,11 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
         if name == "raw":
             raise ValueError(f"{checkpoint} is an export: it holds one set of weights (its manifest names which); "
                              "give the run or step folder it was exported from for its weights without the EMA")
+        from apt.models.model_folder import verify_files
+
+        verify_files(checkpoint, ("transformer",))
         return OneStepGenerator(WanBackbone.from_pretrained(checkpoint).float().eval().requires_grad_(False))
-    path = resolve_checkpoint(checkpoint)
+    path = resolve_checkpoint(checkpoint, verify=True)
     names = checkpoint_model_names(path)
     if name == "raw":
         name = next((n for n in RAW_MODEL_NAMES if n in names), name)
@@ -154,7 +204,7 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
         if model_dir is None:
             raise ValueError(f"no teacher folder recorded for {path} (no run {CONFIG}): give the model folder")
     backbone = WanBackbone.empty_from_config(model_dir)  # the checkpoint fills every parameter
-    load_model_from_checkpoint(path, name, backbone)
+    load_model_from_checkpoint(path, name, backbone, verify=False)  # resolve_checkpoint verified it
     return OneStepGenerator(backbone.eval().requires_grad_(False))
 
 
@@ -180,14 +230,17 @@ def claim_run_folder(cfg, dist):
     Returns the lock (rank 0; None elsewhere), held until the run ends."""
     from apt.core.collectives import broadcast_object
     from apt.core.config import ConfigError, dump_config
+    from apt.core.files import append_text
     from apt.training.config import config_changes
 
     out_dir, train = Path(cfg.train.out_dir), cfg.train
     lock, error = None, None
     if dist.rank == 0:
         try:
+            check_run_folder(out_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             lock = lock_run_folder(out_dir)
+            (out_dir / MARKER).touch()
             clear_partial_writes(out_dir)
             resume_from = (None if train.resume == "never" else
                            latest_checkpoint(out_dir) if train.resume == "auto" else Path(train.resume))
@@ -201,9 +254,8 @@ def claim_run_folder(cfg, dist):
                                   f"Put them back, start a new train.out_dir, or pass "
                                   f"train.allow_config_change=true to apply them from here on")
             if changes:
-                with (out_dir / "config_changes.jsonl").open("a") as f:
-                    f.write(json.dumps({"resumed_from": str(resume_from),
-                                        "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
+                append_text(out_dir / "config_changes.jsonl", json.dumps(
+                    {"resumed_from": str(resume_from), "changes": {k: list(v) for k, v in changes.items()}}) + "\n")
             dump_config(cfg, out_dir / CONFIG)
         except (ConfigError, FileExistsError, FileNotFoundError) as err:
             error = err

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from apt.core.files import append_text, write_atomically
 from apt.training.run_folder import METRICS, TENSORBOARD, parse_metrics
 
 logger = logging.getLogger("apt")
@@ -54,9 +55,7 @@ class RunLog:
             # drop what was logged after the checkpoint we resume from (those steps run again) and
             # a line cut short by a crash; replace the file in one rename
             kept = [r for r in parse_metrics(self.path.read_text()) if r.get("step", 0) <= resume_step]
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-            tmp.replace(self.path)
+            write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         elif resume_step is None:
             # a fresh run in a used folder: nothing of the earlier run may mix into its curves
             self.path.unlink(missing_ok=True)
@@ -70,9 +69,7 @@ class RunLog:
         if self.rank != 0:
             return
         clean = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
-        with self.path.open("a") as f:
-            f.write(json.dumps(clean) + "\n")
-            f.flush()
+        append_text(self.path, json.dumps(clean) + "\n")
         if self.tb is not None and "step" in record:
             for key, value in clean.items():
                 if key != "step" and isinstance(value, (int, float)) and value is not None:

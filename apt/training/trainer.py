@@ -37,8 +37,17 @@ PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "B20
 PREVIEW_GIF = "preview.gif"  # what a stage's sample() writes for TensorBoard's video view
 
 
+# A trained diffusion transformer's weights are O(1) (the toy's largest: 4; Wan's: tens): a weight past
+# this is a flipped bit or a diverged run, not a value to save.
+MAX_ABS_WEIGHT = 1e4
+
+
 class NonFiniteError(FloatingPointError):
-    """A loss, gradient norm or weight turned NaN or infinite."""
+    """A loss, gradient norm or weight turned NaN or infinite (or a weight implausibly large)."""
+
+
+def plausible(weights: torch.Tensor) -> bool:
+    return bool(weights.numel() == 0 or weights.abs().max() <= MAX_ABS_WEIGHT)
 
 
 class MicroBatches:
@@ -113,6 +122,7 @@ class Trainer:
                                       dist.world_size)
         self.stage: Stage | None = None
         self.dataset = None
+        self.callbacks: list[Callback] = []
 
     def _resume_path(self) -> Path | None:
         if self.cfg.resume == "never":
@@ -157,7 +167,23 @@ class Trainer:
         for k, (_, opt) in self.stage.optimizers().items():
             for group, settings in zip(opt.param_groups, configured[k]):
                 group.update(settings)
+        self._restore_rank_state(meta.get("rank_state"))
         return meta["step"], meta["data_position"], candidate
+
+    def _rank_state(self) -> dict:
+        """What the stage and its callbacks carry across a resume besides models and optimisers (the stop
+        rule's counters, the running AUC's window)."""
+        stage_state = self.stage.state_dict() if hasattr(self.stage, "state_dict") else {}
+        return {"stage": stage_state, "callbacks": [cb.state_dict() for cb in self.callbacks]}
+
+    def _restore_rank_state(self, state: dict | None) -> None:
+        if not state:  # a checkpoint of another world size or of an earlier version: start them afresh
+            return
+        if state.get("stage") and hasattr(self.stage, "load_state_dict"):
+            self.stage.load_state_dict(state["stage"])
+        for callback, saved in zip(self.callbacks, state.get("callbacks", [])):
+            if saved:
+                callback.load_state_dict(saved)
 
     def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
         """Stop, before anything is saved, when a loss or gradient norm is not finite: training on would
@@ -173,17 +199,20 @@ class Trainer:
         advice = getattr(self.stage, "nonfinite_advice", "")
         return f" {advice}" if advice else ""
 
-    def _check_weights_finite(self, step: int) -> None:
+    def _check_weights(self, step: int) -> None:
+        """Before every save: weights that are not finite, or far beyond any trained network's scale (a
+        flipped exponent bit turns 0.1 into 1e29, which no finite check sees), are never checkpointed."""
         bad = [f"{name}.{p_name}" for name, module in self.stage.modules().items()
-               for p_name, p in module.named_parameters() if not torch.isfinite(local_tensor(p.detach())).all()]
+               for p_name, p in module.named_parameters() if not plausible(local_tensor(p.detach()))]
         if any_rank(bool(bad)):
-            raise NonFiniteError(f"step {step}: weights are not finite ({', '.join(bad[:3]) or 'on another rank'}); "
-                                 f"not saved; the last good checkpoint is {latest_checkpoint(self.out_dir)}")
+            raise NonFiniteError(f"step {step}: weights are not finite or beyond |w| = {MAX_ABS_WEIGHT:g} "
+                                 f"({', '.join(bad[:3]) or 'on another rank'}); not saved; the last good checkpoint "
+                                 f"is {latest_checkpoint(self.out_dir)}")
 
     def save(self, step: int, data: DataStream) -> Path:
-        self._check_weights_finite(step)
+        self._check_weights(step)
         return self.ckpt.save(step, self.stage.modules(), self.stage.optimizers(),
-                              {"data_position": data.position, "stage": self.stage.name})
+                              {"data_position": data.position, "stage": self.stage.name}, self._rank_state())
 
     def _flops_per_step(self) -> float | None:
         """Model FLOPs of one update over all ranks, if the stage can count them."""
@@ -205,13 +234,14 @@ class Trainer:
     def run(self, stage: Stage, dataset) -> dict:
         """Train `stage` on `dataset` to cfg.steps (resuming per cfg.resume); returns {step, metrics, out_dir}."""
         self.stage, self.dataset = stage, dataset
+        self.callbacks = list(stage.callbacks()) if hasattr(stage, "callbacks") else []
         cfg, rank, name = self.cfg, self.dist.rank, stage.name
         setup_logging(rank)
         notes: list[str] = []
         step, position, resumed_from = self._resume(notes.append)
         data = DataStream(self.dataset, cfg.micro_batch_size, rank, self.dist.world_size, cfg.seed, position)
         batches = MicroBatches(data, self.micro_batches, self.dist.device)
-        callbacks = list(stage.callbacks()) if hasattr(stage, "callbacks") else []
+        callbacks = self.callbacks
         log = RunLog(self.out_dir, rank, resume_step=step if resumed_from is not None else None,
                      tensorboard=cfg.tensorboard)
         for note in notes:
