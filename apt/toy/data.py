@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from apt.core.collectives import all_gather_objects, barrier, broadcast_object
-from apt.core.files import save_safetensors
+from apt.core.files import cache_dir, save_safetensors
 from apt.toy.world import MovingDigits, ToyWorldConfig
 
 
@@ -43,7 +42,7 @@ def _cache_key(model_dir: Path, parts: tuple[str, ...] = ("vae", "text_encoder")
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("APT_CACHE_DIR", Path.home() / ".cache" / "seaweed-apt"))
+    return cache_dir()  # $APT_CACHE_DIR, else ~/.cache/seaweed-apt
 
 
 @torch.no_grad()
