@@ -10,23 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny import ENV, TESTS, fixture_run
 
 from apt.training.checkpoint import CheckpointManager, CorruptCheckpoint, verify_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests"
-ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-
-
-def fixture_run(out_dir: Path, *overrides: str, expect_rc: int = 0) -> str:
-    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import trainer_fixture as fx; "
-            f"from apt.core.command import run_command, exit_cleanly; "
-            f"run_command(lambda: fx.main(sys.argv[1:])); exit_cleanly(0)")
-    out = subprocess.run([sys.executable, "-c", code, str(out_dir), *overrides], capture_output=True, text=True,
-                         timeout=300, env=ENV)
-    log = out.stdout + out.stderr
-    assert out.returncode == expect_rc, log[-4000:]
-    return log
+ROOT = TESTS.parent
 
 
 def _flip_a_byte(path: Path, at: int = -100) -> None:

@@ -1,10 +1,18 @@
-"""Tiny random models of the real classes, for tests and smoke runs (no training, no downloads)."""
+"""Tiny random models of the real classes (no training, no downloads), and the subprocess launchers the
+tests share."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
+
+TESTS = Path(__file__).resolve().parent
+# One thread per process, and tests/ importable (trainer_fixture and this module) in subprocesses.
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
 
 TINY_TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4,
                         out_channels=4, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=4, cross_attn_norm=True,
@@ -70,14 +78,23 @@ def build_tiny_wan_folder(path: str | Path, seed: int = 0, max_text_tokens: int 
     return Path(path)
 
 
+def fixture_run(out_dir: Path, *overrides: str, expect_rc: int = 0) -> str:
+    """One world-of-one training run of the fixture stage (tests/trainer_fixture.py) in a subprocess;
+    fails with the end of its log unless it exits with `expect_rc`; returns stdout + stderr."""
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); import trainer_fixture as fx; "
+            f"from apt.core.command import run_command, exit_cleanly; "
+            f"run_command(lambda: fx.main(sys.argv[1:])); exit_cleanly(0)")
+    out = subprocess.run([sys.executable, "-c", code, str(out_dir), *overrides], capture_output=True, text=True,
+                         timeout=300, env=ENV)
+    log = out.stdout + out.stderr
+    assert out.returncode == expect_rc, log[-4000:]
+    return log
+
+
 def run_training_script(script: Path, config: Path, overrides: list[str], tmp_path: Path, nproc: int = 2,
                         timeout: int = 600) -> None:
     """Launch a training script as an `nproc`-process gloo torchrun (one thread per rank, the toy data
     cached under tmp_path) and fail with the end of its stderr if it fails."""
-    import os
-    import subprocess
-    import sys
-
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--standalone",
            str(script), "--config", str(config), *overrides]
     env = dict(os.environ, OMP_NUM_THREADS="1", APT_CACHE_DIR=str(tmp_path / "cache"))
