@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 
 from apt.core.collectives import barrier
-from apt.data.shards import DTYPES, ShardWriter, atomic_write_text, read_shard_meta, shard_files, write_index
+from apt.core.files import write_atomically
+from apt.data.shards import DTYPES, ShardWriter, read_shard_meta, shard_files, write_index
 from apt.data.video_folder import ClipError, ClipSpec, SourceItem, cut_clips, discover, load_clip
 
 SKIP_LOG = "skipped-r{rank:03d}.jsonl"
@@ -176,5 +177,5 @@ def preprocess(cfg, dist) -> dict:
               "this_run": {"already_done": len(done), "pending": len(pending), **counts,
                            "world_size": dist.world_size},
               "skipped_files": skipped}
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1))
+    write_atomically(out / "report.json", json.dumps(report, indent=1))
     return report

@@ -31,10 +31,6 @@ SHARD_RE = re.compile(r"^r(\d{3,})-(\d{5,})\.safetensors$")
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    write_atomically(path, text)
-
-
 def shard_files(root: Path) -> list[Path]:
     """Finished shards (temporary files never match the pattern), in name order."""
     folder = Path(root) / "shards"
@@ -102,7 +98,7 @@ def write_index(root: Path, spec: dict) -> dict:
         shards.append(entry)
         count += len(rows)
     index = {"format": FORMAT, **spec, "num_items": count, "shards": shards}
-    atomic_write_text(root / INDEX, json.dumps(index, indent=1))
+    write_atomically(root / INDEX, json.dumps(index, indent=1))
     return index
 
 

@@ -14,8 +14,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from tqdm import tqdm
 
+from apt.core import files
 from apt.core.collectives import all_gather_objects, barrier, broadcast_object
-from apt.core.files import cache_dir, save_safetensors
+from apt.core.files import save_safetensors
 from apt.toy.world import MovingDigits, ToyWorldConfig
 
 
@@ -41,10 +42,6 @@ def _cache_key(model_dir: Path, parts: tuple[str, ...] = ("vae", "text_encoder")
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def default_cache_dir() -> Path:
-    return cache_dir()  # $APT_CACHE_DIR, else ~/.cache/seaweed-apt
-
-
 @torch.no_grad()
 def encode_toy_clips(components, dataset: MovingDigits, batch_size: int = 32, desc: str = "encode toy clips",
                      show_progress: bool = True):
@@ -58,10 +55,6 @@ def encode_toy_clips(components, dataset: MovingDigits, batch_size: int = 32, de
     table = torch.cat([components.text.encode(unique[i : i + 256]) for i in range(0, len(unique), 256)])
     row = {c: i for i, c in enumerate(unique)}
     return torch.cat(latents), table, torch.tensor([row[c] for c in captions]), captions
-
-
-def _save_atomically(tensors: dict, path: Path) -> None:
-    save_safetensors(tensors, path)
 
 
 def _load_cache(path: Path) -> LatentDataset | None:
@@ -82,14 +75,14 @@ def _save_cache(path: Path, data: LatentDataset) -> None:
     """Written atomically: a crash leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(data.captions))
-    _save_atomically({"latents": data.latents.contiguous(), "text_table": data.text_table.contiguous(),
+    save_safetensors({"latents": data.latents.contiguous(), "text_table": data.text_table.contiguous(),
                       "rows": data.rows}, path)
 
 
 def toy_latent_dataset(components, model_dir: Path, num_clips: int, seed: int, frames: int, split: str = "train",
                        cache_dir: Path | None = None, show_progress: bool = True) -> LatentDataset:
     """Encode (or load from cache) num_clips toy clips."""
-    cache_dir = Path(cache_dir or default_cache_dir()).expanduser()
+    cache_dir = Path(cache_dir or files.cache_dir()).expanduser()
     key = _cache_key(model_dir, num_clips=num_clips, seed=seed, frames=frames, split=split)
     path = cache_dir / f"toy-latents-{key}.safetensors"
     data = _load_cache(path)
@@ -115,7 +108,7 @@ def _split_over_ranks(n: int, work, rank: int, world_size: int, batch_size: int,
         if path.exists():
             return load_file(str(path))["out"]
         out = work(start, stop)
-        _save_atomically({"out": out.contiguous()}, path)
+        save_safetensors({"out": out.contiguous()}, path)
         return out
 
     if parts_dir is not None:
@@ -197,7 +190,7 @@ def toy_training_dataset(data_cfg, components, model_dir: Path, dist) -> LatentD
     With data.refine_steps, the ranks then refine the latents together (once, cached under its own key);
     with data.teacher_fraction, they replace that fraction of them with the teacher's samples (likewise)."""
     params = dict(num_clips=data_cfg.num_clips, seed=data_cfg.seed, frames=data_cfg.frames)
-    cache_dir = Path(data_cfg.cache_dir or default_cache_dir()).expanduser()
+    cache_dir = Path(data_cfg.cache_dir or files.cache_dir()).expanduser()
     if dist.rank == 0:
         data = toy_latent_dataset(components, model_dir, cache_dir=cache_dir, **params)
     barrier()
