@@ -189,8 +189,8 @@ def verify_export(folder: str | Path, checkpoint: str | Path | None = None, mode
         raise FileNotFoundError(f"{folder} has no {MANIFEST}: not a seaweed-apt export")
     verify_files(folder)
     dtype = parse_dtype(manifest["dtype"])
-    exported = load_components(folder, parts=("transformer",), dtype=dtype).transformer
-    text = load_components(folder, parts=("text_encoder", "tokenizer")).text.encode(
+    exported = load_components(folder, parts=("transformer",), dtype=dtype, verified=True).transformer
+    text = load_components(folder, parts=("text_encoder", "tokenizer"), verified=True).text.encode(
         ["a red seven moving up and to the left", "a blue two moving right"])
     reference = load_generator(checkpoint or manifest["source_checkpoint"],
                                model_dir or manifest["teacher"], manifest["weights"])

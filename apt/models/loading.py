@@ -53,12 +53,15 @@ def text_context_length(tokenizer) -> int:
 
 
 def load_components(model_dir: str | Path, parts=PARTS, dtype: torch.dtype = torch.float32,
-                    vae_dtype: torch.dtype = torch.float32) -> Components:
+                    vae_dtype: torch.dtype = torch.float32, verified: bool = False) -> Components:
+    """The model folder's `parts`; `verified` when the caller has just checked every file's SHA-256
+    (verify_files), so that a 14B transformer is not read twice for it."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown model parts {sorted(unknown)}; known: {PARTS}")
     model_dir = check_layout(model_dir, parts)
-    verify_files(model_dir, parts)  # an export's recorded SHA-256s (a teacher folder has none)
+    if not verified:
+        verify_files(model_dir, parts)  # an export's recorded SHA-256s (a teacher folder has none)
     out = Components()
     try:
         _load_parts(out, model_dir, parts, dtype, vae_dtype)
