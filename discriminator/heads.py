@@ -3,6 +3,9 @@
 Each head has ONE learnable token as query and all visual tokens of one backbone layer as
 keys/values: pre-RMSNorm, QK-RMSNorm, output projection, residual, then an MLP (norm, linear,
 GELU, linear) with a residual. It summarises the layer into one D-dim vector per sample.
+
+Under context parallelism each rank holds a share of the tokens: every rank attends over its share and
+the shares are merged exactly by their log-sum-exp (what a flash-attention kernel does across blocks).
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from apt.core.collectives import stack_over_group
 
 
 class TokenHead(nn.Module):
@@ -31,8 +36,8 @@ class TokenHead(nn.Module):
         self.mlp = nn.Sequential(nn.RMSNorm(dim, eps=eps), nn.Linear(dim, hidden), nn.GELU(approximate="tanh"),
                                  nn.Linear(hidden, dim))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, N, D) -> (B, D)."""
+    def forward(self, tokens: torch.Tensor, group=None) -> torch.Tensor:
+        """tokens (B, N, D) -> (B, D); with `group`, tokens is this rank's share of the group's sequence."""
         b, n, d = tokens.shape
         h = self.num_heads
         query = self.query.expand(b, -1, -1).to(tokens.dtype)
@@ -40,10 +45,27 @@ class TokenHead(nn.Module):
         q = self.norm_q(self.to_q(self.norm_query(query)).view(b, 1, h, d // h)).transpose(1, 2)
         k = self.norm_k(self.to_k(kv).view(b, n, h, d // h)).transpose(1, 2)
         v = self.to_v(kv).view(b, n, h, d // h).transpose(1, 2)
-        attn = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, 1, d)
+        if group is None:
+            attn = F.scaled_dot_product_attention(q, k, v)
+        else:
+            attn = merged_attention(q, k, v, group)
+        attn = attn.transpose(1, 2).reshape(b, 1, d)
         x = query + self.to_out(attn)
         x = x + self.mlp(x)
         return x[:, 0]
+
+
+def merged_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, group) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v over the keys of every rank in `group` (B, H, Q, d), from this rank's
+    keys and values: each rank's partial output and log-sum-exp, gathered and reweighted. Exact (up
+    to rounding) and differentiable; it moves O(B H Q d) numbers, not the tokens."""
+    scores = (q.float() @ k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    lse = scores.logsumexp(-1, keepdim=True)  # (B, H, Q, 1)
+    partial = (scores - lse).exp() @ v.float()  # (B, H, Q, d)
+    all_lse = stack_over_group(lse, group)  # (ranks, B, H, Q, 1)
+    all_partial = stack_over_group(partial, group)
+    weights = (all_lse - all_lse.logsumexp(0, keepdim=True)).exp()
+    return (weights * all_partial).sum(0).to(v.dtype)
 
 
 class LogitHead(nn.Module):

@@ -50,10 +50,12 @@ class Discriminator(nn.Module):
 
     def logits_at(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor, return_features: bool = False):
         """D_hat(x_t, t, c): logits (B,) for already-noised inputs; with return_features, also the
-        tapped token states (one (B, N, D) tensor per tap) the heads read, for feature matching."""
+        tapped token states (one (B, N, D) tensor per tap) the heads read, for feature matching
+        (this rank's share of the tokens under context parallelism)."""
         feats, _ = self.backbone.features(x_t, t, text, self.taps)
         # heads and logit in float32 whatever the backbone computes in (discriminator/parallel.py)
-        logits = self.logit([head(feats[k].float()) for head, k in zip(self.heads, self.taps)]).float()
+        group = self.backbone.context_parallel_group  # token shares under context parallelism
+        logits = self.logit([head(feats[k].float(), group) for head, k in zip(self.heads, self.taps)]).float()
         return (logits, [feats[k] for k in self.taps]) if return_features else logits
 
     def forward(self, x0: torch.Tensor, text: torch.Tensor, shift_s: float = 1.0, t: torch.Tensor | None = None,

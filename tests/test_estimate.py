@@ -80,3 +80,42 @@ def test_wan22_ti2v_5b_plans_at_its_native_size_with_its_own_vae(capsys):
     assert exit_status.value.code == 2
     assert "height 720 is not a multiple of 32" in capsys.readouterr().err
     assert main(["--model", "wan2.1-1.3b"])["tokens"] == 13 * 45 * 80  # 720 stays Wan 2.1's native height
+
+
+def test_context_parallel_splits_the_activations_not_the_states():
+    one = estimate(Setup(model=WAN_MODELS["wan2.1-14b"], gpus=8, batch=256))
+    eight = estimate(Setup(model=WAN_MODELS["wan2.1-14b"], gpus=8, batch=256, context_parallel=8))
+    states = [k for k in one["memory"] if "sharded" in k]
+    assert all(one["memory"][k] == eight["memory"][k] for k in states)
+    for phase in ("d_step", "g_step", "recompute_block"):  # the latent and text stay whole on every GPU
+        assert one["activations"][phase] / 8 < eight["activations"][phase] < one["activations"][phase] / 7.5, phase
+    assert eight["grad_accum"] == 256 and eight["flops"]["per_step"] == one["flops"]["per_step"]
+    with pytest.raises(ValueError, match="must divide the 40 attention heads"):
+        estimate(Setup(model=WAN_MODELS["wan2.1-14b"], gpus=24, context_parallel=3))
+
+
+def test_the_planner_says_a_plan_does_not_fit_and_proposes_one(capsys):
+    """The paper's video stage (14B, 720p x 49, batch 2048) on 64 H100s: 80.9 GiB without context
+    parallelism; the planner's proposal splits the tokens and fits in <= 72 GiB (80 less 10% headroom)."""
+    out = main(["--model", "wan2.1-14b", "--gpus", "64", "--batch", "2048", "--gpu-memory", "80"])
+    text = capsys.readouterr().out
+    assert not out["fit"]["fits"] and "fits 80 GiB GPUs with 10% headroom: NO" in text
+    proposal = out["fit"]["proposal"]
+    assert proposal["context_parallel"] > 1 and proposal["total_gib"] <= 72
+    assert f"a plan that fits: {proposal['flags']}" in text and "days for 300 updates" in text
+    flags = proposal["flags"].split()
+    again = main(["--model", "wan2.1-14b", "--gpus", "64", "--gpu-memory", "80", *flags])
+    assert again["fit"]["fits"] and again["total_bytes"] / 2**30 == pytest.approx(proposal["total_gib"])
+    with pytest.raises(SystemExit) as exit_status:
+        main(["--model", "wan2.1-14b", "--gpus", "24", "--cp", "3"])
+    assert exit_status.value.code == 2 and "attention heads" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_estimate_matches_a_measured_context_parallel_run():
+    """Two CPU ranks splitting the tiny run's tokens: rank 0's kept activations within 5% of the estimate."""
+    from apt.planning.check import compare_context_parallel
+
+    rows = {name: ratio for name, _, _, ratio in compare_context_parallel(2)}
+    for key in ("act_g_step", "act_d_step", "act_block"):
+        assert 0.95 <= rows[key] <= 1.05, (key, rows[key])

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from apt.training.trainer import device_peak_flops
+from apt.training.device_stats import device_peak_flops
 
 
 def test_peak_flops_known_for_configured_values_and_not_guessed_on_cpu():

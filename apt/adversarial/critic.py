@@ -41,6 +41,11 @@ class Critic:
     def __init__(self, discriminator: torch.nn.Module, d_shift: float):
         self.discriminator, self.d_shift = discriminator, d_shift
 
+    @property
+    def token_group(self):
+        """The context-parallel group D's token states are split over (None: not split)."""
+        return self.discriminator.backbone.context_parallel_group
+
     def renoising(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One re-noising (t ~ shift(U(0,1), d_shift) per sample, noise) for D calls that must share it."""
         return flow.sample_timesteps(x.shape[0], self.d_shift).to(x.device), torch.randn_like(x)

@@ -96,7 +96,7 @@ class GeneratorStep:
         loss_g = losses.generator_loss(self.loss, real_logits, fake_logits)
         metrics.add("g_loss", loss_g)
         if matching:
-            fm = self.matching.loss(real_out[1], fake_out[1])
+            fm = self.matching.loss(real_out[1], fake_out[1], self.critic.token_group)
             metrics.add("feature_matching", fm)
             return loss_g + matching_weight * fm
         return loss_g

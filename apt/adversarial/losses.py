@@ -16,7 +16,10 @@ generated samples), and SeedVR2's discriminator feature matching for the generat
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+
+from apt.core.collectives import sum_over_group
 
 
 def d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -42,14 +45,22 @@ def approximate_r1(real_logits: torch.Tensor, perturbed_logits: torch.Tensor) ->
     return (real_logits - perturbed_logits).square().mean()
 
 
-def feature_matching(real_features: list[torch.Tensor], fake_features: list[torch.Tensor]) -> torch.Tensor:
+def feature_matching(real_features: list[torch.Tensor], fake_features: list[torch.Tensor],
+                     group=None) -> torch.Tensor:
     """L1 between the batch-mean discriminator token states of real and generated clips, averaged
     over taps (SeedVR2's feature matching). SeedVR2 restores paired videos; text-to-video samples
-    have no real twin, so first moments are matched (Salimans et al. 2016), token by token."""
+    have no real twin, so first moments are matched (Salimans et al. 2016), token by token.
+    `group`: the context-parallel ranks whose token shares these are (None: all tokens here)."""
     if len(real_features) != len(fake_features) or not real_features:
         raise ValueError("feature matching needs the same, non-empty list of taps for real and fake")
-    terms = [(r.float().mean(0) - f.float().mean(0)).abs().mean() for r, f in zip(real_features, fake_features)]
-    return torch.stack(terms).mean()
+    if group is None:
+        terms = [(r.float().mean(0) - f.float().mean(0)).abs().mean() for r, f in zip(real_features, fake_features)]
+        return torch.stack(terms).mean()
+    # each rank holds an equal share of the tokens: the mean over all of them is the group's sum of shares
+    ranks = dist.get_world_size(group)
+    terms = [(r.float().mean(0) - f.float().mean(0)).abs().sum() / (r[0].numel() * ranks)
+             for r, f in zip(real_features, fake_features)]
+    return sum_over_group(torch.stack(terms), group).mean()
 
 
 def perturb(x: torch.Tensor, sigma: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -68,7 +68,7 @@ class AdversarialPostTraining:
         ], adv.lr_discriminator, adv.beta2)
         self.critic = Critic(self.discriminator, adv.d_shift)
         self.window = LogitWindow(adv.auc_window)
-        self.probe = (CaptionProbe(probe, dist.rank, dist.world_size, adv.d_shift, dist.device, adv.probe_size)
+        self.probe = (CaptionProbe(probe, dist.dp_rank, dist.dp_size, adv.d_shift, dist.device, adv.probe_size)
                       if probe is not None and adv.probe_every else None)
         self.d_step = DiscriminatorStep(self.critic, self.opt_d, self.d_trainable, adv.loss,
                                         ApproximatePenalty(adv.r1_weight, adv.r1_every, adv.r1_sigma),

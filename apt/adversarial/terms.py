@@ -40,5 +40,5 @@ class FeatureMatching(LazyTerm):
     """SeedVR2-style L1 between D's tapped token states of real clips and of G's samples (batch means),
     added to L_G; it needs a real reference pass (fresh, or the D step's: adv.real_reference)."""
 
-    def loss(self, real_features: list[torch.Tensor], fake_features: list[torch.Tensor]) -> torch.Tensor:
-        return losses.feature_matching(real_features, fake_features)
+    def loss(self, real_features: list[torch.Tensor], fake_features: list[torch.Tensor], group=None) -> torch.Tensor:
+        return losses.feature_matching(real_features, fake_features, group)

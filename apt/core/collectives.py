@@ -92,6 +92,26 @@ def gather_objects(obj, dst: int = 0) -> list | None:
     return gathered
 
 
+# Context parallelism: the token sequence of one sample split over a group of ranks (Ulysses attention
+# inside diffusers' blocks). Every rank of the group computes the same loss from the same replicated
+# values, so each collective here has its exact adjoint as backward (a gather's is a reduce-scatter
+# sum): every rank's gradient is then its share of (group size x the true gradient), and FSDP2's
+# mean over all ranks gives the true gradient, for parameters before, inside and after the split alike.
+def gather_along(t: torch.Tensor, dim: int, group: dist.ProcessGroup) -> torch.Tensor:
+    """The group's shards of `t` concatenated along `dim`, in group rank order; differentiable."""
+    return torch.cat(stack_over_group(t, group).unbind(0), dim)
+
+
+def stack_over_group(t: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    """(ranks, *t.shape): the group's `t`s (same shape everywhere) in group rank order; differentiable."""
+    return funcol.all_gather_single_autograd(t.to(collective_device()).unsqueeze(0).contiguous(), 0, group)
+
+
+def sum_over_group(t: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+    """The sum over the group's ranks of `t` (same shape everywhere); differentiable."""
+    return stack_over_group(t, group).sum(0)
+
+
 def barrier() -> None:
     if is_distributed():
         dist.barrier()

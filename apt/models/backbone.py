@@ -18,6 +18,8 @@ from diffusers import WanTransformer3DModel
 from einops import rearrange
 from torch.utils.checkpoint import checkpoint
 
+from apt.core.collectives import gather_along
+
 WAN_TIME_SCALE = 1000.0
 
 
@@ -49,6 +51,9 @@ class WanBackbone(torch.nn.Module):
         self.model = model
         # Recompute each block in backward (set by apt.training.distributed.parallelize_backbone).
         self.activation_checkpointing = False
+        # The ranks one sample's tokens are split over (enable_context_parallel); None: not split.
+        self.context_parallel_group = None
+        self.context_parallel_ranks = 1
 
     @classmethod
     def from_pretrained(cls, path: str | Path, subfolder: str | None = "transformer",
@@ -121,19 +126,20 @@ class WanBackbone(torch.nn.Module):
         except (RuntimeError, ImportError) as err:  # e.g. flash-attn / xformers not installed
             raise RuntimeError(f"attention backend {name!r} is not usable here: {err}") from err
 
-    def enable_context_parallel(self, ulysses_degree: int, ring_degree: int = 1) -> None:
-        """Split the token sequence across the ranks of the (initialised) default process group with
-        diffusers' own context parallelism: the model's _cp_plan splits the rotary tables and the first
-        block's tokens and gathers after proj_out, which `forward` here calls like diffusers' does;
-        attention runs Ulysses (all-to-all over heads) and/or ring. ulysses_degree x ring_degree must
-        be the world size; Ulysses needs the head count divisible by its degree, ring a flash-type
-        backend (native SDPA cannot return the log-sum-exp ring needs, so ring runs on GPUs only)."""
+    def enable_context_parallel(self, ulysses_degree: int, ring_degree: int = 1, mesh=None) -> None:
+        """Split the token sequence with diffusers' own context parallelism: the model's _cp_plan splits
+        the rotary tables and the first block's tokens, attention runs Ulysses (all-to-all over heads)
+        and/or ring, and `head` gathers the tokens back (apt.core.collectives.gather_along, whose backward
+        is the exact adjoint; diffusers' own gather after proj_out passes back only this rank's slice).
+        `mesh`: a DeviceMesh with "ring" and "ulysses" dimensions (training: beside "dp"); without one,
+        the whole (initialised) default group. Ulysses needs the head count divisible by its degree,
+        ring a flash-type backend (native SDPA cannot return the log-sum-exp ring needs: GPUs only)."""
         import torch.distributed as dist
         from diffusers import ContextParallelConfig
 
-        world = dist.get_world_size()
-        if ulysses_degree * ring_degree != world:
-            raise ValueError(f"ulysses_degree x ring_degree must equal the {world} ranks, got "
+        ranks = mesh["ring", "ulysses"].size() if mesh is not None else dist.get_world_size()
+        if ulysses_degree * ring_degree != ranks:
+            raise ValueError(f"ulysses_degree x ring_degree must equal the {ranks} ranks, got "
                              f"{ulysses_degree} x {ring_degree}")
         heads = self.config.num_attention_heads
         if heads % ulysses_degree:
@@ -143,8 +149,15 @@ class WanBackbone(torch.nn.Module):
             # diffusers picks each rank's device as rank % torch.accelerator.device_count(), which is 0
             # on a CPU-only machine (ZeroDivisionError); on CPU every rank's device is the CPU anyway.
             torch.accelerator.device_count = lambda: 1
-        self.model.enable_parallelism(config=ContextParallelConfig(ulysses_degree=ulysses_degree or None,
-                                                                   ring_degree=ring_degree or None))
+        config = ContextParallelConfig(ulysses_degree=ulysses_degree or None, ring_degree=ring_degree or None,
+                                       mesh=mesh)
+        # diffusers' plan splits the rotary tables (kept), the first block's input (done in `embed`: a
+        # checkpointed first block would keep the whole sequence alive through the slice's view) and
+        # gathers after proj_out (done in `head`, with the exact adjoint)
+        plan = {"rope": self.model._cp_plan["rope"]}
+        self.model.enable_parallelism(config=config, cp_plan=plan)
+        self.context_parallel_group = config._flattened_mesh.get_group()
+        self.context_parallel_ranks = ulysses_degree * ring_degree
 
     def cast(self, dtype: torch.dtype) -> "WanBackbone":
         """In place, like diffusers' from_pretrained(torch_dtype=dtype): tensors under the model's
@@ -173,8 +186,15 @@ class WanBackbone(torch.nn.Module):
         _, _, f, h, w = x_t.shape
         if f % p_t or h % p_h or w % p_w:
             raise ValueError(f"latent grid {f}x{h}x{w} is not divisible by patch size {self.patch_size}")
+        count, ranks = (f // p_t) * (h // p_h) * (w // p_w), self.context_parallel_ranks
+        if count % ranks:
+            raise ValueError(f"context parallelism splits {count} tokens ({f}x{h}x{w} latents) over {ranks} ranks: "
+                             "they must divide evenly (change the clip size or parallel.context_parallel)")
         rotary = m.rope(x_t)
-        tokens = m.patch_embedding(x_t).flatten(2).transpose(1, 2).contiguous()
+        tokens = m.patch_embedding(x_t).flatten(2).transpose(1, 2)
+        if self.context_parallel_group is not None:  # this rank's share, as the rotary hook splits the tables
+            tokens = tokens.chunk(ranks, dim=1)[torch.distributed.get_rank(self.context_parallel_group)]
+        tokens = tokens.contiguous()
         t = torch.as_tensor(t, device=x_t.device).float().expand(x_t.shape[0]) * WAN_TIME_SCALE
         temb, timestep_proj, text_tokens, _ = m.condition_embedder(t, text, None)
         return Embedded(tokens, text_tokens, temb, timestep_proj.unflatten(1, (6, -1)), rotary,
@@ -193,6 +213,8 @@ class WanBackbone(torch.nn.Module):
         shift, scale = (m.scale_shift_table.to(emb.temb.device) + emb.temb.unsqueeze(1)).chunk(2, dim=1)
         out = (m.norm_out(tokens.float()) * (1 + scale) + shift).type_as(tokens)
         out = m.proj_out(out)
+        if self.context_parallel_group is not None:
+            out = gather_along(out, 1, self.context_parallel_group)
         (f, h, w), (p_t, p_h, p_w) = emb.grid, self.patch_size
         return rearrange(out, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=h, w=w, pt=p_t, ph=p_h,
                          pw=p_w)
@@ -208,7 +230,8 @@ class WanBackbone(torch.nn.Module):
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
                  taps: tuple[int, ...] | list[int]) -> tuple[dict[int, torch.Tensor], Embedded]:
-        """Token states after each 1-based block in `taps`; blocks past the deepest tap never run."""
+        """Token states after each 1-based block in `taps`; blocks past the deepest tap never run.
+        Under context parallelism they are this rank's share of the tokens (not gathered)."""
         taps = sorted(set(int(k) for k in taps))
         if not taps or taps[0] < 1 or taps[-1] > self.num_blocks:
             raise ValueError(f"taps must be 1-based block indices in [1, {self.num_blocks}], got {taps}")

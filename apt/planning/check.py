@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from torch.distributed._functional_collectives import AsyncCollectiveTensor
 
 from apt.planning.estimate import Setup, activation_bytes, latent_tokens, param_counts
 from apt.training.flops import forward_flops
@@ -31,6 +32,8 @@ class SavedBytes:
         self.seen: dict[int, int] = {}
 
     def _pack(self, t):
+        if isinstance(t, AsyncCollectiveTensor):  # a functional collective's result (context parallelism)
+            t = t.trigger_wait()
         s = t.untyped_storage()
         if s.data_ptr() not in self.skip and s.device.type != "meta":
             self.seen.setdefault(s.data_ptr(), s.nbytes())
@@ -49,7 +52,10 @@ class SavedBytes:
         return sum(self.seen.values())
 
 
-def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> dict:
+def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0, context_parallel: int = 1) -> dict:
+    """The quantities on this process; with context_parallel > 1, this rank's under a process group of
+    that many ranks splitting the tokens (init_distributed(context_parallel) first; no FSDP, so that
+    parameters stay the module's own tensors)."""
     from diffusers import WanTransformer3DModel
 
     from apt.adversarial import losses
@@ -65,6 +71,11 @@ def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> 
     g = OneStepGenerator(WanBackbone(copy.deepcopy(teacher.model)).train())
     ema = copy.deepcopy(g).requires_grad_(False)
     d = Discriminator.from_teacher(teacher, taps=s.taps)
+    if context_parallel > 1:
+        from apt.training.distributed import context_parallel_mesh
+
+        for backbone in (g.backbone, d.backbone):
+            backbone.enable_context_parallel(context_parallel, 1, context_parallel_mesh())
     g.backbone.activation_checkpointing = d.backbone.activation_checkpointing = True
     params = list(g.parameters()) + list(d.parameters())
     x, z = torch.randn(1, c, t, h, w), torch.randn(1, c, t, h, w)
@@ -123,8 +134,9 @@ def measure(model_cfg: dict = TINY, setup: dict = TINY_SETUP, seed: int = 0) -> 
     }
 
 
-def predict(model_cfg: dict = TINY, setup: dict = TINY_SETUP) -> dict:
-    s = Setup(model=model_cfg, **setup)
+def predict(model_cfg: dict = TINY, setup: dict = TINY_SETUP, context_parallel: int = 1) -> dict:
+    """The estimator's figures for `measure`'s run (FLOPs per rank: the whole forward's / context_parallel)."""
+    s = Setup(model=model_cfg, **setup, gpus=context_parallel, context_parallel=context_parallel)
     cnt = param_counts(model_cfg, s.taps, s.head_mlp_ratio)
     acts = activation_bytes(s, cnt)
     _, n = latent_tokens(s)
@@ -134,9 +146,9 @@ def predict(model_cfg: dict = TINY, setup: dict = TINY_SETUP) -> dict:
         "g_grads": 4 * cnt["total"], "d_grads": 4 * cnt["d_trainable"],
         "g_optimizer": 2 * 4 * cnt["total"], "d_optimizer": 2 * 4 * cnt["d_trainable"],
         "act_g_step": acts["g_step"] - rec, "act_d_step": acts["d_step"] - rec, "act_block": rec,
-        "g_forward_flops": forward_flops(n, model_cfg, cnt["blocks"], s.text_tokens),
+        "g_forward_flops": forward_flops(n, model_cfg, cnt["blocks"], s.text_tokens) / context_parallel,
         "d_forward_flops": forward_flops(n, model_cfg, cnt["taps"][-1], s.text_tokens, "tokens", len(cnt["taps"]),
-                                         s.head_mlp_ratio),
+                                         s.head_mlp_ratio) / context_parallel,
         "tokens": n,
     }
 
@@ -145,3 +157,48 @@ def compare(model_cfg: dict = TINY, setup: dict = TINY_SETUP) -> list[tuple[str,
     """(quantity, measured, predicted, predicted / measured) rows."""
     got, want = measure(model_cfg, setup), predict(model_cfg, setup)
     return [(k, float(got[k]), float(want[k]), want[k] / got[k] if got[k] else float("nan")) for k in got]
+
+
+def compare_context_parallel(ranks: int, model_cfg: dict = TINY, setup: dict = TINY_SETUP) -> list[tuple]:
+    """compare() for a tiny run whose tokens are split over `ranks` CPU processes (gloo), rank 0's figures:
+    the activation rows are what context parallelism changes."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "rows.json")
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(ranks),
+               "-m", "apt.planning.check", str(ranks), out, json.dumps([model_cfg, setup])]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"))
+        if run.returncode:
+            raise RuntimeError(f"the {ranks}-rank measurement failed:\n{run.stderr[-3000:]}")
+        with open(out) as f:
+            return [tuple(row) for row in json.load(f)]
+
+
+def _main(ranks: int, out: str, configs: str) -> None:
+    """torchrun entry of compare_context_parallel: measure on every rank, rank 0 writes the rows."""
+    import json
+
+    from apt.training.distributed import init_distributed, shutdown_distributed
+
+    model_cfg, setup = json.loads(configs)
+    setup = {**setup, "vae": setup["vae"], "taps": tuple(setup["taps"])}
+    info = init_distributed(ranks)
+    try:
+        got, want = measure(model_cfg, setup, context_parallel=ranks), predict(model_cfg, setup, ranks)
+        if info.rank == 0:
+            with open(out, "w") as f:
+                json.dump([(k, float(got[k]), float(want[k]), want[k] / got[k] if got[k] else float("nan"))
+                           for k in got], f)
+    finally:
+        shutdown_distributed()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _main(int(sys.argv[1]), sys.argv[2], sys.argv[3])

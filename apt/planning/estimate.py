@@ -12,8 +12,12 @@ and is checked against a measured tiny run (apt/planning/check.py, tests/test_es
 
 from __future__ import annotations
 
+import functools
+import json
+import math
 from dataclasses import dataclass, field
 
+from apt.planning.reward_cost import reward_decode
 from apt.training.flops import per_sample_flops
 
 # torch and diffusers are imported where the models are built: the CLI reads its flags first.
@@ -48,8 +52,9 @@ class Setup:
     model: dict  # WanTransformer3DModel kwargs
     stage: str = "apt"  # "apt" (stage 2) or "distill" (stage 1)
     gpus: int = 1
-    micro_batch: int = 1  # per GPU per accumulation step
-    batch: int = 0  # global samples per update (0 = micro_batch * gpus)
+    micro_batch: int = 1  # per data-parallel group (gpus / context_parallel GPUs) per accumulation step
+    batch: int = 0  # global samples per update (0 = micro_batch * data-parallel groups)
+    context_parallel: int = 1  # GPUs splitting each sample's tokens (parallel.context_parallel)
     frames: int = 49
     height: int = 720
     width: int = 1280
@@ -66,6 +71,29 @@ class Setup:
     reward_latent_frames: int = 0
     vae_model: dict = field(default_factory=dict)
     vae_bytes: int = 2
+    reward_params: float = 0.0  # parameters of the reward models (a CLIP is ~0.4e9), loaded fp32 on every GPU
+
+    @property
+    def dp_groups(self) -> int:
+        return self.gpus // self.context_parallel
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch or self.micro_batch * self.dp_groups
+
+    def check(self) -> None:
+        """What parallel.context_parallel needs of the GPUs, the heads and the tokens."""
+        cp, heads = self.context_parallel, self.model["num_attention_heads"]
+        if cp < 1 or self.gpus % cp:
+            raise ValueError(f"context parallelism {cp} must divide the {self.gpus} GPUs")
+        if heads % cp:
+            raise ValueError(f"context parallelism {cp} must divide the {heads} attention heads (Ulysses)")
+        tokens = latent_tokens(self)[1]
+        if tokens % cp:
+            raise ValueError(f"context parallelism {cp} must divide the {tokens:,} tokens")
+        if self.global_batch % (self.micro_batch * self.dp_groups):
+            raise ValueError(f"batch {self.global_batch} is not a multiple of micro-batch x data-parallel groups "
+                             f"= {self.micro_batch} x {self.dp_groups}")
 
 
 def build_on_meta(model_cfg: dict):
@@ -82,11 +110,19 @@ def _numel(module) -> int:
 
 
 def param_counts(model_cfg: dict, taps=None, head_mlp_ratio: float = 4.0) -> dict:
+    """Parameter counts of G (= the teacher) and D (a planner's search asks often: cached)."""
+    key = json.dumps([model_cfg, list(taps) if taps else None, head_mlp_ratio], sort_keys=True)
+    return dict(_param_counts(key))
+
+
+@functools.lru_cache(maxsize=16)
+def _param_counts(key: str) -> dict:
     import torch
 
     from apt.models.backbone import default_taps
     from discriminator.heads import LogitHead, TokenHead
 
+    model_cfg, taps, head_mlp_ratio = json.loads(key)
     model = build_on_meta(model_cfg)
     blocks = len(model.blocks)
     taps = tuple(sorted(taps or default_taps(blocks)))
@@ -123,29 +159,37 @@ def block_activation_bytes(n: int, text: int, m: dict, b: int) -> int:
 
 
 def pass_bytes(n: int, latent_numel: int, m: dict, b: int, depth: int, ac: bool, head: str,
-               n_taps: int = 3, text: int = WAN_TEXT_TOKENS) -> int:
-    """What one forward with grad keeps until its backward, per sample. Checkpointed blocks keep their
-    input token states (n, dim); the embedding keeps the latent and text projections; the velocity
-    head ('velocity') keeps fp32 norm in/out and the projection input; D's token heads ('tokens') keep
-    the deepest tap's states and six (n, dim) tensors each (normed tokens, k, normed k, v, and the
-    head-major copies of k and v that SDPA makes for a single query)."""
+               n_taps: int = 3, text: int = WAN_TEXT_TOKENS, context_parallel: int = 1) -> int:
+    """What one forward with grad keeps until its backward, per sample, on one GPU holding n tokens.
+    Checkpointed blocks keep their input token states (n, dim); the embedding keeps the latent and text
+    projections; the velocity head ('velocity') keeps fp32 norm in/out and the projection input; D's
+    token heads ('tokens') keep the deepest tap's states and six (n, dim) tensors each (normed tokens, k,
+    normed k, v, and the head-major copies of k and v that attention makes for a single query).
+    Under context parallelism the velocity is gathered whole (fp32) and each token head keeps its
+    share's scores and their exponentials for the log-sum-exp merge."""
     d = m["num_attention_heads"] * m["attention_head_dim"]
     blocks = depth * (n * d * b if ac else block_activation_bytes(n, text, m, b))
     embed = latent_numel * b + text * (m["text_dim"] + 2 * d) * b + 6 * d * 4
+    split = context_parallel > 1
     if head == "velocity":
-        out = n * d * (4 + 4 + b)
+        velocity = n * context_parallel * m["out_channels"] * math.prod(m["patch_size"]) * 4
+        out = n * d * (4 + 4 + b) + (velocity if split else 0)
     else:
-        out = n * d * b + n_taps * 6 * n * d * b
+        out = n * d * b + n_taps * (6 * n * d * b + (2 * n * m["num_attention_heads"] * 4 if split else 0))
     return blocks + embed + out
 
 
 def activation_bytes(s: Setup, counts: dict) -> dict:
-    """Peak kept activations per GPU for one micro-batch, for each phase of a step."""
+    """Peak kept activations per GPU for one micro-batch, for each phase of a step. Under context
+    parallelism a GPU keeps its share of the tokens (Ulysses' attention holds all tokens for a share of
+    the heads: the same bytes); the latent and the text states are whole on every GPU."""
     latent, n = latent_tokens(s)
+    n //= s.context_parallel
     numel = latent[0] * latent[1] * latent[2] * latent[3]
     m, b, ac, text = s.model, s.compute_bytes, s.activation_checkpointing, s.text_tokens
-    g = pass_bytes(n, numel, m, b, counts["blocks"], ac, "velocity", text=text)
-    d = pass_bytes(n, numel, m, b, counts["taps"][-1], ac, "tokens", len(counts["taps"]), text=text)
+    cp = s.context_parallel
+    g = pass_bytes(n, numel, m, b, counts["blocks"], ac, "velocity", text=text, context_parallel=cp)
+    d = pass_bytes(n, numel, m, b, counts["taps"][-1], ac, "tokens", len(counts["taps"]), text=text, context_parallel=cp)
     recompute = block_activation_bytes(n, text, m, b) if ac else 0
     mb = s.micro_batch
     if s.stage == "apt":
@@ -158,54 +202,19 @@ def activation_bytes(s: Setup, counts: dict) -> dict:
     return {k: mb * (v + recompute) for k, v in phases.items()} | {"recompute_block": mb * recompute}
 
 
-def reward_decode(s: Setup) -> dict:
-    """The reward pass's VAE decode of one sample's first k latent frames, measured on the meta device
-    (no weights): forward FLOPs (torch's FLOP counter) and the activations one latent frame's decode
-    keeps for backward (the bytes autograd saves), the first frame and a later (4-frame) one. With
-    adv.reward_checkpointing the backward recomputes one latent frame at a time, so the largest of
-    them is the peak; FLOPs: forward + recompute + backward = 4 forwards."""
-    import torch
-    from diffusers import AutoencoderKLWan
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from apt.models.vae import VideoVAE
-
-    (c, _, h, w), k = latent_tokens(s)[0], s.reward_latent_frames
-    with torch.device("meta"):
-        vae = VideoVAE(AutoencoderKLWan(**s.vae_model))  # float32; the saved bytes are scaled to vae_bytes
-
-    def saved_and_flops(frames: int) -> tuple[int, float]:
-        saved = []
-
-        def pack(t):
-            saved.append(t.numel() * (s.vae_bytes if t.is_floating_point() else t.element_size()))
-            return t
-
-        z = torch.zeros(1, c, frames, h, w, device="meta", requires_grad=True)
-        with FlopCounterMode(display=False) as counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            vae.decode_with_grad(z, checkpointing=False)
-        return sum(saved), counter.get_total_flops()
-
-    first, first_flops = saved_and_flops(1)
-    two, two_flops = saved_and_flops(2) if k > 1 else (first, first_flops)
-    flops = first_flops + (k - 1) * (two_flops - first_flops)
-    return {"first_frame_bytes": first, "later_frame_bytes": two - first if k > 1 else 0,
-            "forward_flops": flops, "training_flops": 4 * flops}
-
-
 def step_flops(s: Setup, counts: dict) -> dict:
     _, n = latent_tokens(s)
     out = per_sample_flops(s.stage, s.model, n, s.text_tokens, counts["blocks"], counts["taps"], s.head_mlp_ratio,
                            s.activation_checkpointing)
-    batch = s.batch or s.micro_batch * s.gpus
-    return out | {"per_step": out["per_sample"] * batch}
+    return out | {"per_step": out["per_sample"] * s.global_batch}
 
 
 # -- the whole picture ---------------------------------------------------------------------------------
 def estimate(s: Setup) -> dict:
-    c = param_counts(s.model, s.taps, s.head_mlp_ratio)
     if s.stage not in ("apt", "distill"):
         raise ValueError(f"stage must be 'apt' or 'distill', got {s.stage!r}")
+    s.check()
+    c = param_counts(s.model, s.taps, s.head_mlp_ratio)
     gpus, mb, mw = s.gpus, s.master_bytes, s.compute_bytes
     p = c["total"]
     mem = {"G params (fp32, sharded)": mb * p / gpus, "G grads (fp32, sharded)": mb * p / gpus}
@@ -224,53 +233,32 @@ def estimate(s: Setup) -> dict:
         mem["EMA target (fp32, sharded)"] = mb * p / gpus
         mem["teacher (fp32, sharded)"] = mb * p / gpus
         mem["gathered bf16 params + grads"] = mw * (3 * c["root"] + 3 * c["block"])
+    if s.reward_params and s.stage == "apt":
+        mem["reward models (fp32, whole on every GPU)"] = 4 * s.reward_params
     acts = activation_bytes(s, c)
     flops = step_flops(s, c)
     reward = None
     if s.stage == "apt" and s.reward_latent_frames:
         # the G step's reward phase: G's kept activations plus one latent frame's decode being recomputed
         # (the adversarial and reward gradients meet at G's sample, one backward at a time)
-        reward = reward_decode(s)
+        reward = reward_decode(latent_tokens(s)[0], s.reward_latent_frames, s.vae_model, s.vae_bytes)
         frame = max(reward["first_frame_bytes"], reward["later_frame_bytes"])
-        acts["g_step_reward"] = acts["g_step"] - s.micro_batch * pass_bytes(
-            latent_tokens(s)[1], 0, s.model, s.compute_bytes, c["taps"][-1], s.activation_checkpointing, "tokens",
-            len(c["taps"]), text=s.text_tokens) + s.micro_batch * frame
+        d_pass = pass_bytes(latent_tokens(s)[1] // s.context_parallel, 0, s.model, s.compute_bytes, c["taps"][-1],
+                            s.activation_checkpointing, "tokens", len(c["taps"]), text=s.text_tokens,
+                            context_parallel=s.context_parallel)
+        acts["g_step_reward"] = acts["g_step"] - s.micro_batch * d_pass + s.micro_batch * frame
         flops["per_sample"] += reward["training_flops"]
-        flops["per_step"] = flops["per_sample"] * (s.batch or s.micro_batch * gpus)
+        flops["per_step"] = flops["per_sample"] * s.global_batch
         flops["reward_decode_forward"] = reward["forward_flops"]
     phase = max((k for k in acts if k != "recompute_block"), key=acts.get)
     mem[f"activations, peak ({phase}, AC)" if s.activation_checkpointing else f"activations ({phase})"] = acts[phase]
-    batch = s.batch or s.micro_batch * gpus
-    accum = batch / (s.micro_batch * gpus)
+    batch = s.global_batch
+    accum = batch / (s.micro_batch * s.dp_groups)
     latent, n = latent_tokens(s)
     return {"setup": s, "counts": c, "latent": latent, "tokens": n, "memory": mem, "activations": acts,
             "total_bytes": sum(mem.values()), "flops": flops, "batch": batch, "grad_accum": accum, "reward": reward}
 
 
-def _gib(x: float) -> str:
-    return f"{x / 2**30:8.2f} GiB"
-
-
-def format_table(r: dict, mfu: float = 0.4, name: str = "") -> str:
-    s, c, f = r["setup"], r["counts"], r["flops"]
-    lines = [f"{name or 'model'}: {c['blocks']} blocks, dim {c['dim']}, {c['total'] / 1e9:.3f} B params "
-             f"(D: taps {list(c['taps'])}, {c['d_trainable'] / 1e9:.3f} B trained, heads {c['d_heads'] / 1e6:.1f} M)",
-             f"stage {s.stage}: {s.gpus} GPUs, micro-batch {s.micro_batch}, batch {r['batch']} "
-             f"(grad_accum {r['grad_accum']:g}), {s.frames}x{s.height}x{s.width} -> latent "
-             f"{'x'.join(map(str, r['latent']))} = {r['tokens']:,} tokens, text {s.text_tokens} tokens",
-             "", "per-GPU memory"]
-    width = max(len(k) for k in r["memory"])
-    lines += [f"  {k:<{width}} {_gib(v)}" for k, v in r["memory"].items()]
-    lines += [f"  {'total':<{width}} {_gib(r['total_bytes'])}", "",
-              "activations per micro-batch: " + ", ".join(f"{k} {v / 2**30:.2f} GiB" for k, v in r["activations"].items()),
-              "", f"FLOPs: G forward {f['g_forward'] / 1e12:.1f} TFLOP/sample, D forward {f['d_forward'] / 1e12:.1f} "
-              f"TFLOP/sample, step {f['per_sample'] / 1e12:.1f} TFLOP/sample, {f['per_step'] / 1e15:,.0f} PFLOP/step",
-              f"  at {mfu:.0%} MFU of H100 bf16 ({H100_BF16_FLOPS / 1e12:.0f} TFLOP/s): "
-              f"{f['per_step'] / (s.gpus * H100_BF16_FLOPS * mfu):.1f} s/step"]
-    if r.get("reward"):
-        rw = r["reward"]
-        lines += [f"reward pass: VAE decode of {s.reward_latent_frames} latent frame(s) per sample, "
-                  f"{rw['forward_flops'] / 1e12:.1f} TFLOP forward (x4 with checkpointed backward, included above); "
-                  f"one latent frame's decode keeps {rw['first_frame_bytes'] / 2**30:.2f} GiB (first) / "
-                  f"{rw['later_frame_bytes'] / 2**30:.2f} GiB (later)"]
-    return "\n".join(lines)
+def seconds_per_update(r: dict, mfu: float) -> float:
+    """At `mfu` of an H100's dense bf16 peak; context parallelism's all-to-alls are not counted."""
+    return r["flops"]["per_step"] / (r["setup"].gpus * H100_BF16_FLOPS * mfu)

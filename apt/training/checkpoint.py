@@ -156,11 +156,11 @@ def _fsync_tree(folder: Path) -> None:
 class CheckpointManager:
     """Collective: every rank constructs one and calls save/load together."""
 
-    def __init__(self, root: str | Path, keep: int = 2, rank: int = 0, world_size: int = 1):
+    def __init__(self, root: str | Path, keep: int = 2, rank: int = 0, world_size: int = 1, context_parallel: int = 1):
         if keep < 1:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.root = Path(root)
-        self.keep, self.rank, self.world_size = keep, rank, world_size
+        self.keep, self.rank, self.world_size, self.context_parallel = keep, rank, world_size, context_parallel
 
     def _state(self, models: dict, optimizers: dict) -> dict:
         state = {f"model.{k}": get_model_state_dict(m) for k, m in models.items()}
@@ -199,7 +199,7 @@ class CheckpointManager:
         files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
         hashes = gather_objects(hash_files(tmp, _my_share(files)))
         if self.rank == 0:
-            meta = dict(extra, step=step, world_size=self.world_size,
+            meta = dict(extra, step=step, world_size=self.world_size, context_parallel=self.context_parallel,
                         sha256={k: v for part in hashes for k, v in part.items()})
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             make_readable(tmp)  # DCP writes some shards owner-only
@@ -240,8 +240,10 @@ class CheckpointManager:
             set_model_state_dict(m, state[f"model.{k}"])
         for k, (m, opt) in optimizers.items():
             set_optimizer_state_dict(m, opt, state[f"optim.{k}"])
-        # Per-rank RNG and state only mean something in a world of the same size; otherwise keep fresh seeds.
-        if meta.get("world_size", self.world_size) == self.world_size:
+        # Per-rank RNG and state only mean something in a world of the same shape; otherwise keep fresh seeds
+        # (a context-parallel group's ranks must draw alike: they are seeded per group, not per rank).
+        if (meta.get("world_size", self.world_size), meta.get("context_parallel", 1)) == (self.world_size,
+                                                                                         self.context_parallel):
             saved = torch.load(path / f"rng_rank{self.rank}.pt", weights_only=True)
             _set_rng_state(saved)
             meta["rank_state"] = saved.get("rank_state", {})

@@ -20,8 +20,16 @@ class ParallelConfig:
     # false keeps each block's gathered weights from forward to backward (one all-gather per block
     # per step, not two): faster, at the memory of unsharded weights for the whole step (ZeRO-2-like)
     reshard_after_forward: bool = True
+    # ranks that split each sample's token sequence (Ulysses attention, diffusers' context parallelism):
+    # activations per rank / N, the ranks / N data-parallel groups; must divide the ranks, the attention
+    # heads and the token count. 1 = off. FSDP2 shards the weights over all ranks either way.
+    context_parallel: int = 1
 
     def validate(self):
+        if self.context_parallel < 1:
+            raise ConfigError(f"parallel.context_parallel must be >= 1, got {self.context_parallel}")
+        if self.context_parallel > 1 and not self.fsdp:
+            raise ConfigError("parallel.context_parallel > 1 needs parallel.fsdp=true (FSDP2 reduces the gradients)")
         if self.mixed_precision not in ("bf16", "fp32"):
             raise ConfigError(f"parallel.mixed_precision must be 'bf16' or 'fp32', got {self.mixed_precision!r}")
         if self.mixed_precision == "bf16" and not self.fsdp:
@@ -33,11 +41,11 @@ class ParallelConfig:
 @dataclass
 class TrainConfig:
     steps: int = 100  # optimiser updates of the run (a resume may raise it)
-    micro_batch_size: int = 8  # per rank, per forward/backward
+    micro_batch_size: int = 8  # per data-parallel group (a rank, or a context-parallel group), per forward/backward
     # samples per optimiser update over all ranks; gradient accumulation makes up the difference:
-    # grad_accum = global_batch_size / (micro_batch_size x ranks). 0 = micro_batch_size x ranks.
+    # grad_accum = global_batch_size / (micro_batch_size x data-parallel groups). 0 = one micro-batch each.
     global_batch_size: int = 0
-    seed: int = 0  # data order and each rank's noise (rank r draws from seed + r)
+    seed: int = 0  # data order and each data-parallel group's noise (group g draws from seed + g)
     log_every: int = 1  # updates between lines of metrics.jsonl (and TensorBoard)
     checkpoint_every: int = 100  # updates between checkpoints (and one at the end)
     sample_every: int = 100  # 0 = only at the end
@@ -63,13 +71,15 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
     def grad_accum(self, world_size: int) -> int:
-        """Micro-batches per update on each rank, from the global batch size."""
+        """Micro-batches per update on each rank, from the global batch size; `world_size` counts the
+        data-parallel groups (ranks / parallel.context_parallel: a group shares its samples)."""
         per_pass = self.micro_batch_size * world_size
         if not self.global_batch_size:
             return 1
         if self.global_batch_size % per_pass:
             raise ConfigError(f"train.global_batch_size={self.global_batch_size} is not a multiple of "
-                              f"train.micro_batch_size x ranks = {self.micro_batch_size} x {world_size}")
+                              f"train.micro_batch_size x data-parallel groups = {self.micro_batch_size} x "
+                              f"{world_size} (ranks / parallel.context_parallel)")
         return self.global_batch_size // per_pass
 
 

@@ -8,6 +8,7 @@ Under torchrun: NCCL on GPU, gloo on CPU. As a plain `python` process: a world-o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import sys
 import tempfile
@@ -17,7 +18,8 @@ import torch
 import torch.distributed as dist
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
-from apt.core.collectives import barrier
+from apt.core.collectives import all_gather_objects, barrier
+from apt.core.config import ConfigError
 from apt.training.config import ParallelConfig
 
 _store_file: str | None = None  # the file:// rendezvous of a world of one
@@ -30,6 +32,27 @@ class DistInfo:
     local_rank: int
     device: torch.device
     backend: str
+    # ranks per context-parallel group (they split one sample's tokens and share its data and noise);
+    # consecutive ranks form a group, so a group stays inside a node where it can
+    context_parallel: int = 1
+
+    @property
+    def dp_rank(self) -> int:
+        """This rank's data-parallel group: what picks its samples and seeds its noise."""
+        return self.rank // self.context_parallel
+
+    @property
+    def dp_size(self) -> int:
+        """Data-parallel groups: the ranks that see different samples."""
+        return self.world_size // self.context_parallel
+
+
+_mesh = None  # the (dp, ring, ulysses) DeviceMesh of a context-parallel run (init_distributed)
+
+
+def context_parallel_mesh():
+    """The run's DeviceMesh ("dp", "ring", "ulysses"), or None when tokens are not split."""
+    return _mesh
 
 
 def set_cpu_threads() -> int:
@@ -59,7 +82,9 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def init_distributed() -> DistInfo:
+def init_distributed(context_parallel: int = 1) -> DistInfo:
+    """The process group (see the module's doc); with context_parallel > 1 also the device mesh that
+    groups each `context_parallel` consecutive ranks to split one sample's tokens."""
     if dist.is_initialized():
         raise RuntimeError("the process group is already initialised")
     set_cpu_threads()
@@ -82,21 +107,44 @@ def init_distributed() -> DistInfo:
         os.unlink(_store_file)  # the file store creates it; shutdown_distributed removes it
         dist.init_process_group(backend=backend, init_method=f"file://{_store_file}", rank=0, world_size=1)
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, backend)
+    info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, backend, context_parallel)
+    if context_parallel > 1:
+        if info.world_size % context_parallel:
+            dist.destroy_process_group()
+            raise ConfigError(f"parallel.context_parallel={context_parallel} must divide the {info.world_size} ranks")
+        from torch.distributed.device_mesh import init_device_mesh
+
+        global _mesh
+        _mesh = init_device_mesh(device.type, (info.dp_size, 1, context_parallel),
+                                 mesh_dim_names=("dp", "ring", "ulysses"))
+    return info
 
 
 def shutdown_distributed() -> None:
     """Barrier then destroy the group. Called from a `finally` while an exception is in flight, it
     skips the barrier: the other ranks may be waiting in a different collective and it would hang."""
+    global _mesh, _store_file
+    _mesh = None
     if dist.is_initialized():
         if sys.exc_info()[0] is None:
             barrier()
         dist.destroy_process_group()
-    global _store_file
     if _store_file is not None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(_store_file)
         _store_file = None
+
+
+def context_parallel_divergence(info: DistInfo) -> list[int]:
+    """The data-parallel groups whose ranks' random generators differ (collective; [] when all agree).
+    A context-parallel group's ranks each take a slice of what they assume is one sample noised alike:
+    a draw on some ranks only would silently mix different samples' tokens from then on."""
+    state = [torch.get_rng_state()] + ([torch.cuda.get_rng_state()] if torch.cuda.is_available() else [])
+    fingerprint = hashlib.sha256(b"".join(s.numpy().tobytes() for s in state)).hexdigest()
+    groups: dict[int, set[str]] = {}
+    for dp_rank, value in all_gather_objects((info.dp_rank, fingerprint)):
+        groups.setdefault(dp_rank, set()).add(value)
+    return sorted(g for g, values in groups.items() if len(values) > 1)
 
 
 def fsdp_kwargs(cfg: ParallelConfig) -> dict:
@@ -114,6 +162,15 @@ def parallelize_backbone(backbone, cfg: ParallelConfig) -> None:
     cfg.validate()
     # WanBackbone.run_block honours this flag (recompute each block in backward, non-reentrant).
     backbone.activation_checkpointing = bool(cfg.activation_checkpointing)
+    if cfg.context_parallel > 1:
+        mesh = context_parallel_mesh()
+        if mesh is None or mesh["ulysses"].size() != cfg.context_parallel:
+            raise RuntimeError(f"parallel.context_parallel={cfg.context_parallel} needs the process group made by "
+                               "init_distributed(context_parallel=...) with the same degree")
+        try:
+            backbone.enable_context_parallel(cfg.context_parallel, 1, mesh)
+        except ValueError as err:
+            raise ConfigError(f"parallel.context_parallel={cfg.context_parallel}: {err}") from None
     if not cfg.fsdp:
         # FSDP2 is what reduces gradients across ranks; without it nothing would.
         if dist.is_initialized() and dist.get_world_size() > 1:

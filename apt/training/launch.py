@@ -35,7 +35,7 @@ def _train(cfg, build_stage: Callable) -> dict:
     from apt.training.run_folder import claim_run_folder
     from apt.training.trainer import Trainer
 
-    dist = init_distributed()
+    dist = init_distributed(cfg.parallel.context_parallel)
     lock = None
     try:
         trainer = Trainer(cfg.train, dist)  # a global batch the ranks cannot make fails here, not at step 1

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import random
-import resource
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -26,14 +25,12 @@ from apt.data.stream import DataStream
 from apt.training.callbacks import Callback
 from apt.training.checkpoint import CheckpointManager, CorruptCheckpoint, is_complete
 from apt.training.config import TrainConfig
-from apt.training.distributed import DistInfo, local_tensor
+from apt.training.device_stats import device_peak_flops, peak_memory_gb
+from apt.training.distributed import DistInfo, context_parallel_divergence, local_tensor
 from apt.training.metrics import StepMetrics
 from apt.training.run_folder import checkpoints_dir, latest_checkpoint, samples_dir
 from apt.training.run_log import RunLog, setup_logging
 
-# Dense bf16 peak per GPU, for the logged model FLOP utilisation (train.peak_tflops overrides).
-PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "GH200": 989.0, "B200": 2250.0, "A100": 312.0,
-               "A800": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
 PREVIEW_GIF = "preview.gif"  # what a stage's sample() writes for TensorBoard's video view
 
 
@@ -89,37 +86,17 @@ class Stage(Protocol):
         """Model FLOPs one training sample costs (apt/training/flops.py), for the logged utilisation."""
 
 
-def device_peak_flops(device: torch.device, configured_tflops: float = 0.0) -> float | None:
-    """Peak FLOP/s of one device: the configured value, a known GPU's bf16 peak, else None (CPUs)."""
-    if configured_tflops:
-        return configured_tflops * 1e12
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-        for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # "GH200" before "H200"
-            if key in name:
-                return PEAK_TFLOPS[key] * 1e12
-    return None
-
-
-def peak_memory_gb(device: torch.device) -> float:
-    """Peak memory since the last call: allocated CUDA memory, or the process's peak RSS on CPU."""
-    if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) / 2**30
-        torch.cuda.reset_peak_memory_stats(device)
-        return round(peak, 3)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB on Linux
-
-
 class Trainer:
     """Made before the models (a global batch the ranks cannot make fails at once); `run` trains."""
 
     def __init__(self, cfg: TrainConfig, dist: DistInfo):
         self.cfg, self.dist = cfg, dist
-        self.micro_batches = cfg.grad_accum(dist.world_size)  # per rank and update: derived here only
-        self.global_batch = cfg.micro_batch_size * self.micro_batches * dist.world_size
+        # per rank and update: derived here only; a context-parallel group shares its micro-batches
+        self.micro_batches = cfg.grad_accum(dist.dp_size)
+        self.global_batch = cfg.micro_batch_size * self.micro_batches * dist.dp_size
         self.out_dir = Path(cfg.out_dir)
         self.ckpt = CheckpointManager(checkpoints_dir(self.out_dir), cfg.keep_checkpoints, dist.rank,
-                                      dist.world_size)
+                                      dist.world_size, dist.context_parallel)
         self.stage: Stage | None = None
         self.dataset = None
         self.callbacks: list[Callback] = []
@@ -138,7 +115,8 @@ class Trainer:
         """(step, data position, checkpoint) after restoring modules, optimisers and RNG. With
         train.resume=auto a corrupt newest checkpoint is skipped for the newest intact one (logged)."""
         # Seed first: a resume on another world size keeps these fresh per-rank seeds.
-        seed = self.cfg.seed + self.dist.rank  # ranks draw different noise for different samples
+        # groups draw different noise for different samples; a context-parallel group's ranks the same
+        seed = self.cfg.seed + self.dist.dp_rank
         torch.manual_seed(seed)
         random.seed(seed)
         np.random.seed(seed)
@@ -199,6 +177,14 @@ class Trainer:
         advice = getattr(self.stage, "nonfinite_advice", "")
         return f" {advice}" if advice else ""
 
+    def _check_context_parallel(self, step: int) -> None:
+        diverged = context_parallel_divergence(self.dist)
+        if diverged:
+            raise RuntimeError(f"step {step}: the random generators of context-parallel group(s) {diverged} differ "
+                               "across their ranks (something drew random numbers on some ranks only), so their "
+                               "token shares no longer belong to one sample; the last good checkpoint is "
+                               f"{latest_checkpoint(self.out_dir)}")
+
     def _check_weights(self, step: int) -> None:
         """Before every save: weights that are not finite, or far beyond any trained network's scale (a
         flipped exponent bit turns 0.1 into 1e29, which no finite check sees), are never checkpointed."""
@@ -239,7 +225,7 @@ class Trainer:
         setup_logging(rank)
         notes: list[str] = []
         step, position, resumed_from = self._resume(notes.append)
-        data = DataStream(self.dataset, cfg.micro_batch_size, rank, self.dist.world_size, cfg.seed, position)
+        data = DataStream(self.dataset, cfg.micro_batch_size, self.dist.dp_rank, self.dist.dp_size, cfg.seed, position)
         batches = MicroBatches(data, self.micro_batches, self.dist.device)
         callbacks = self.callbacks
         log = RunLog(self.out_dir, rank, resume_step=step if resumed_from is not None else None,
@@ -260,6 +246,8 @@ class Trainer:
                     callback.after_update(step)
                 synced = metrics.synced()  # the step's one host sync and collective
                 self._check_finite(step + 1, synced)
+                if self.dist.context_parallel > 1 and (step == 0 or (step + 1) % cfg.log_every == 0):
+                    self._check_context_parallel(step + 1)
                 for callback in callbacks:
                     callback.after_sync(step, synced)
                 step += 1
