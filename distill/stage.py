@@ -25,10 +25,11 @@ class ConsistencyDistillation:
                  previews: SampleWriter):
         self.cfg, self.dist, self.previews = cfg, dist, previews
         # The student starts as an exact copy of the teacher (stage 1 of the paper).
-        self.student, self.ema = trainable_with_ema(teacher, cfg.parallel)
+        self.student, self.ema = trainable_with_ema(teacher, cfg.parallel, lora=cfg.model.lora)
         self.teacher = teacher.eval().requires_grad_(False)
         parallelize_backbone(self.teacher, replace(cfg.parallel, activation_checkpointing=False))
-        self.optimizer = torch.optim.AdamW(self.student.parameters(), lr=cfg.cd.lr, betas=(0.9, 0.99),
+        trainable = [p for p in self.student.parameters() if p.requires_grad]  # all, or the adapter
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.cd.lr, betas=(0.9, 0.99),
                                            weight_decay=cfg.cd.weight_decay)
         self.negative_text = negative_text.to(dist.device)  # (1, L, D)
         self.grid = cd_grid(cfg.cd.num_steps, cfg.cd.shift).to(dist.device)
@@ -46,7 +47,8 @@ class ConsistencyDistillation:
         model = self.student.config
         return per_sample_flops("distill", dict(model), tokens_of(latent_shape, model.patch_size), text_tokens,
                                 self.student.num_blocks, (self.student.num_blocks,),
-                                activation_checkpointing=self.cfg.parallel.activation_checkpointing)["per_sample"]
+                                activation_checkpointing=self.cfg.parallel.activation_checkpointing,
+                                lora=self.cfg.model.lora.enabled)["per_sample"]
 
     def train_step(self, batches, step: int) -> StepMetrics:
         cd = self.cfg.cd

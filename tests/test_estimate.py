@@ -119,3 +119,28 @@ def test_estimate_matches_a_measured_context_parallel_run():
     rows = {name: ratio for name, _, _, ratio in compare_context_parallel(2)}
     for key in ("act_g_step", "act_d_step", "act_block"):
         assert 0.95 <= rows[key] <= 1.05, (key, rows[key])
+
+
+def test_lora_drops_the_generators_gradients_and_optimiser_state():
+    full = estimate(Setup(model=WAN_MODELS["wan2.1-14b"], gpus=8, batch=256, context_parallel=8))
+    lora = estimate(Setup(model=WAN_MODELS["wan2.1-14b"], gpus=8, batch=256, context_parallel=8, lora_rank=64))
+    adapter = 64 * lora["counts"]["lora_per_rank"]
+    # 40 blocks x (8 attention projections of 5120 -> 5120 and the FFN's 5120 <-> 13824) per rank
+    assert lora["counts"]["lora_per_rank"] == 40 * (8 * (5120 + 5120) + 2 * (5120 + 13824))
+    assert lora["memory"]["G grads (fp32, sharded)"] == 4 * adapter / 8
+    assert lora["memory"]["G Adam exp_avg + exp_avg_sq (fp32, sharded)"] == 2 * 4 * adapter / 8
+    assert full["total_bytes"] - lora["total_bytes"] > 19 * 2**30  # 14B's gradients and Adam states, / 8
+    # frozen base weights: G's backward computes input gradients only
+    assert lora["flops"]["per_sample"] == full["flops"]["per_sample"] - full["flops"]["g_forward"]
+
+
+def test_the_papers_14b_plan_on_one_node_does_not_fit_and_a_lora_plan_does(capsys):
+    out = main(["--model", "wan2.1-14b", "--gpus", "8", "--batch", "2048", "--gpu-memory", "80"])
+    text = capsys.readouterr().out
+    assert not out["fit"]["fits"] and "NO (134.8 of 72.0 GiB)" in text
+    proposal = out["fit"]["proposal"]
+    assert proposal["lora_rank"] == 64 and proposal["context_parallel"] > 1 and proposal["total_gib"] <= 72
+    assert "--lora 64" in proposal["flags"] and "a plan that fits" in text
+    # no adapter is proposed where the full weights fit
+    small = main(["--model", "wan2.1-1.3b", "--gpus", "8", "--batch", "256", "--gpu-memory", "80"])
+    assert small["fit"]["fits"] and small["fit"]["proposal"]["lora_rank"] == 0

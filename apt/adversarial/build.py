@@ -22,15 +22,18 @@ def check_inputs(cfg: APTConfig) -> None:
                                         f"it at that run's folder)") from None
 
 
-def initial_generator(spec: str, teacher):
+def initial_generator(spec: str, teacher, model_dir=None):
     """The stage-1 EMA generator (run dir or checkpoint dir, or an apt-export folder), loaded before any
-    sharding."""
+    sharding. A LoRA stage 1 gives the teacher with its adapter (stage 2 continues it); a LoRA adapter
+    that stage 2 adds to full weights records them as its base (`lora_base`)."""
     import copy
+    from pathlib import Path
 
     from apt.models.backbone import WanBackbone
     from apt.models.model_folder import is_one_step, verify_files
     from apt.training.checkpoint import load_model_from_checkpoint
-    from apt.training.run_folder import resolve_checkpoint
+    from apt.training.lora_weights import checkpoint_lora
+    from apt.training.run_folder import adapter_generator, resolve_checkpoint
 
     backbone = WanBackbone(copy.deepcopy(teacher.model))
     if spec == "teacher":
@@ -38,12 +41,17 @@ def initial_generator(spec: str, teacher):
     if is_one_step(spec):  # safetensors: no pickle is read; load_state_dict casts to the backbone's dtype
         verify_files(spec, ("transformer",))
         backbone.load_state_dict(WanBackbone.from_pretrained(spec).state_dict())
+        backbone.lora_base = str(Path(spec).resolve())
         return backbone
     try:
         checkpoint = resolve_checkpoint(spec, verify=True)
     except FileNotFoundError as err:
         raise FileNotFoundError(f"adv.generator_init={spec}: {err}") from err
+    record = checkpoint_lora(checkpoint).get("ema")
+    if record:  # stage 1 trained an adapter: continue it on its base
+        return adapter_generator(checkpoint, "ema", record, model_dir, merge=False).train()
     load_model_from_checkpoint(checkpoint, "ema", backbone, verify=False)  # verified just above
+    backbone.lora_base = str(checkpoint.resolve())
     return backbone
 
 
@@ -52,8 +60,9 @@ def build_stage(cfg: APTConfig, dist, comps, previews, dataset):
 
     from apt.adversarial.stage import AdversarialPostTraining
     from apt.data.stream import collate
+    from apt.models.model_folder import resolve_model_dir
 
-    generator = initial_generator(cfg.adv.generator_init, comps.transformer)
+    generator = initial_generator(cfg.adv.generator_init, comps.transformer, resolve_model_dir(cfg.model.path))
     # the discriminator's new heads are randomly initialised: the same on every rank and every run
     torch.manual_seed(cfg.train.seed)
     # the caption diagnostic's held clips: the first of the training set, the same in every run

@@ -54,12 +54,13 @@ class AdversarialPostTraining:
         adv.distill_weight is set; the teacher is then kept, frozen, as its denoiser)."""
         self.cfg, self.dist, self.previews = cfg, dist, previews
         adv, par = cfg.adv, cfg.parallel
-        generator, ema = trainable_with_ema(generator_init, par, copy_init=False)
+        generator, ema = trainable_with_ema(generator_init, par, copy_init=False, lora=cfg.model.lora)
         self.generator, self.ema = OneStepGenerator(generator), OneStepGenerator(ema)
         self.discriminator = Discriminator.from_teacher(teacher, taps=tuple(adv.taps) or None,
                                                         mlp_ratio=adv.head_mlp_ratio)
         parallelize_discriminator(self.discriminator, par)
-        self.opt_g = make_optimizer(adv.optimizer, self.generator.parameters(), adv.lr_generator, adv.beta2)
+        self.g_trainable = [p for p in self.generator.parameters() if p.requires_grad]  # all, or the adapter
+        self.opt_g = make_optimizer(adv.optimizer, self.g_trainable, adv.lr_generator, adv.beta2)
         self.d_trainable = [p for p in self.discriminator.parameters() if p.requires_grad]
         heads = {id(p) for p in self.discriminator.head_parameters()}
         self.opt_d = make_optimizer(adv.optimizer, [
@@ -74,7 +75,7 @@ class AdversarialPostTraining:
                                         ApproximatePenalty(adv.r1_weight, adv.r1_every, adv.r1_sigma),
                                         ApproximatePenalty(adv.r2_weight, 1, adv.r2_sigma), self.window)
         self.matching = FeatureMatching(adv.feature_matching_weight, adv.feature_matching_every)
-        self.g_step = GeneratorStep(self.critic, self.opt_g, list(self.generator.parameters()), self.d_trainable,
+        self.g_step = GeneratorStep(self.critic, self.opt_g, self.g_trainable, self.d_trainable,
                                     adv.loss, self.matching, self._distillation(teacher, negative_text),
                                     self._rewards(vae), adv.adversarial_weight)
         self.guard = CollapseGuard(adv.collapse_d_loss, adv.collapse_patience, adv.stop_d_auc)
@@ -126,7 +127,7 @@ class AdversarialPostTraining:
         g = self.generator.backbone
         return per_sample_flops("apt", dict(g.config), tokens_of(latent_shape, g.patch_size), text_tokens,
                                 g.num_blocks, self.discriminator.taps, self.cfg.adv.head_mlp_ratio,
-                                self.cfg.parallel.activation_checkpointing)["per_sample"]
+                                self.cfg.parallel.activation_checkpointing, self.cfg.model.lora.enabled)["per_sample"]
 
     def _with_samples(self, batches, grad: bool):
         """The update's micro-batches as they are drawn: (latents, text, captions, G's samples)."""

@@ -26,6 +26,7 @@ class EstimateConfig:
     gpus: int = option(64, "GPUs the step is sharded over")
     cp: int = option(1, "context parallelism: GPUs splitting each sample's tokens (parallel.context_parallel)")
     micro_batch: int = option(1, "samples per data-parallel group (GPUs / cp) per forward/backward")
+    lora: int = option(0, "the generator trains a LoRA adapter of this rank on frozen weights (model.lora.rank)")
     batch: int = option(0, "global batch per update; 0 = micro-batch x GPUs / cp")
     frames: int = option(49, "clip frames")
     height: int = option(0, "clip height (0: the model's native, 720; 704 for wan2.2-ti2v-5b)")
@@ -39,6 +40,7 @@ class EstimateConfig:
     gpu_memory: float = option(0.0, "GiB per GPU (80 for an H100): say whether the plan fits, else propose one")
     headroom: float = option(0.1, "fraction of --gpu-memory a plan leaves free (allocator, CUDA context, NCCL)")
     updates: int = option(300, "generator updates of the run, for the days a plan takes (the paper's video stage: 300)")
+    propose_lora: int = option(64, "LoRA rank a proposal may use where no plan of all weights fits (0: never)")
     json: bool = option(False, "print JSON instead of the table")
     check: bool = option(False, "also compare the arithmetic with a measured tiny CPU run")
 
@@ -65,6 +67,8 @@ class EstimateConfig:
             raise ConfigError("reward_latent_frames and reward_params must be >= 0")
         if self.cp < 1 or self.gpu_memory < 0 or not 0 <= self.headroom < 1 or self.updates < 1:
             raise ConfigError("cp and updates must be >= 1, gpu_memory >= 0 and headroom in [0, 1)")
+        if self.lora < 0 or self.propose_lora < 0:
+            raise ConfigError("lora and propose_lora must be >= 0")
         if not 0 < self.mfu <= 1:
             raise ConfigError(f"mfu must be in (0, 1], got {self.mfu}")
 
@@ -78,7 +82,8 @@ def run(a: EstimateConfig) -> dict:
     setup = Setup(model=WAN_MODELS[a.model], stage=a.stage, gpus=a.gpus, micro_batch=a.micro_batch, batch=a.batch,
                   frames=a.frames, height=a.clip_height, width=a.width, vae=dict(factors), vae_model=vae_model,
                   compute_bytes=4 if a.fp32 else 2, taps=taps, activation_checkpointing=a.activation_checkpointing,
-                  reward_latent_frames=a.reward_latent_frames, context_parallel=a.cp, reward_params=a.reward_params * 1e9)
+                  reward_latent_frames=a.reward_latent_frames, context_parallel=a.cp, reward_params=a.reward_params * 1e9,
+                  lora_rank=a.lora)
     try:
         r = estimate(setup)
     except ValueError as err:
@@ -114,14 +119,14 @@ def run(a: EstimateConfig) -> dict:
 
 def fit_verdict(r: dict, a: EstimateConfig) -> dict:
     """Whether the plan fits --gpu-memory less --headroom, and the cheapest plan that does."""
-    best = cheapest_fit(r["setup"], a.gpu_memory, a.headroom, a.mfu)
+    best = cheapest_fit(r["setup"], a.gpu_memory, a.headroom, a.mfu, a.propose_lora)
     verdict = {"gpu_memory_gib": a.gpu_memory, "headroom": a.headroom, "fits": fits(r, a.gpu_memory, a.headroom),
                "total_gib": r["total_bytes"] / GIB, "budget_gib": budget_bytes(a.gpu_memory, a.headroom) / GIB,
                "proposal": None}
     if best is not None:
         seconds = seconds_per_update(best, a.mfu)
         verdict["proposal"] = {"flags": plan_flags(best["setup"]), "context_parallel": best["setup"].context_parallel,
-                               "micro_batch": best["setup"].micro_batch,
+                               "micro_batch": best["setup"].micro_batch, "lora_rank": best["setup"].lora_rank,
                                "activation_checkpointing": best["setup"].activation_checkpointing,
                                "total_gib": best["total_bytes"] / GIB, "seconds_per_update": seconds,
                                "days": seconds * a.updates / 86400, "updates": a.updates}

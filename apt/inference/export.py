@@ -29,6 +29,7 @@ OPTIONAL_PARTS = ("fast_decoder",)  # copied when the teacher folder has it
 # Everything an export writes at its top level: what --overwrite may delete.
 EXPORT_ENTRIES = {"transformer", "scheduler", "model_index.json", MANIFEST, *COPIED_PARTS, *OPTIONAL_PARTS,
                   "serving"}
+LORA_EXPORT_ENTRIES = {"pytorch_lora_weights.safetensors", "scheduler", MANIFEST}  # apt/inference/lora_export.py
 # Largest |latent| difference the bf16 export may show against the float32 checkpoint on the verify
 # probe (normalised latents, |x| ~ 1-4); bf16 keeps 8 bits of mantissa, so ~1e-2 relative per layer.
 BF16_TOLERANCE = 0.25
@@ -133,9 +134,9 @@ def _overlaps(a: Path, b: Path) -> bool:
     return a == b or a in b.parents or b in a.parents
 
 
-def check_export_target(out: Path, protected: dict[str, Path]) -> None:
+def check_export_target(out: Path, protected: dict[str, Path], kind: str = "one-step") -> None:
     """Refuse an --out that would destroy what the export reads or anything that is not an earlier
-    export: the replaced folder is deleted whole."""
+    export of this kind ("one-step" or "lora"): the replaced folder is deleted whole."""
     for what, folder in protected.items():
         if _overlaps(out, folder):
             raise FileExistsError(f"--out {out} is, contains or lies inside {what} ({folder}); "
@@ -147,10 +148,10 @@ def check_export_target(out: Path, protected: dict[str, Path]) -> None:
     entries = {p.name for p in out.iterdir()}
     if not entries:
         return  # an empty folder holds nothing to lose
-    if (read_manifest(out) or {}).get("kind") != "one-step":
-        raise FileExistsError(f"--out {out} is not an earlier export (no {MANIFEST} of kind one-step); "
+    if (read_manifest(out) or {}).get("kind") != kind:
+        raise FileExistsError(f"--out {out} is not an earlier export (no {MANIFEST} of kind {kind}); "
                               f"--overwrite replaces only exports: choose another folder")
-    foreign = sorted(entries - EXPORT_ENTRIES)
+    foreign = sorted(entries - (EXPORT_ENTRIES if kind == "one-step" else LORA_EXPORT_ENTRIES))
     if foreign:
         raise FileExistsError(f"--out {out} holds files an export does not write ({', '.join(foreign[:5])}); "
                               f"move them or choose another folder")

@@ -72,6 +72,7 @@ class Setup:
     vae_model: dict = field(default_factory=dict)
     vae_bytes: int = 2
     reward_params: float = 0.0  # parameters of the reward models (a CLIP is ~0.4e9), loaded fp32 on every GPU
+    lora_rank: int = 0  # model.lora.rank: the generator trains an adapter of this rank on frozen weights (0: all)
 
     @property
     def dp_groups(self) -> int:
@@ -120,6 +121,7 @@ def _param_counts(key: str) -> dict:
     import torch
 
     from apt.models.backbone import default_taps
+    from apt.models.lora import WAN_TARGETS
     from discriminator.heads import LogitHead, TokenHead
 
     model_cfg, taps, head_mlp_ratio = json.loads(key)
@@ -131,10 +133,14 @@ def _param_counts(key: str) -> dict:
         heads = _numel(TokenHead(dim, model_cfg["num_attention_heads"], head_mlp_ratio)) * len(taps)
         heads += _numel(LogitHead(dim, len(taps)))
     total, block = _numel(model), _numel(model.blocks[0])
+    # a rank-1 adapter's parameters on the layers model.lora wraps by default (r (in + out) per layer)
+    lora_per_rank = sum(m.in_features + m.out_features for name, m in model.named_modules()
+                        if isinstance(m, torch.nn.Linear) and any(name == t or name.endswith(f".{t}")
+                                                                  for t in WAN_TARGETS))
     out_head = _numel(model.norm_out) + _numel(model.proj_out) + model.scale_shift_table.numel()
     root = total - blocks * block
     return {"total": total, "block": block, "blocks": blocks, "root": root, "dim": dim, "taps": taps,
-            "d_heads": heads, "d_total": total + heads,
+            "d_heads": heads, "d_total": total + heads, "lora_per_rank": lora_per_rank,
             # D freezes the blocks past its deepest tap and the velocity head (discriminator/model.py)
             "d_trainable": root - out_head + taps[-1] * block + heads}
 
@@ -149,17 +155,20 @@ def latent_tokens(s: Setup) -> tuple[tuple[int, int, int, int], int]:
 
 
 # -- activations (bytes per sample) ------------------------------------------------------------------
-def block_activation_bytes(n: int, text: int, m: dict, b: int) -> int:
+def block_activation_bytes(n: int, text: int, m: dict, b: int, lora_rank: int = 0) -> int:
     """Everything one WanTransformerBlock saves for backward (its full, un-checkpointed activations):
     12 fp32 and 10 compute-dtype (n, dim) tensors (fp32 norms/modulation/residuals; q, k, v, outputs),
     two (n, ffn) tensors, per-token norm statistics, SDPA log-sum-exp, rotary slices, text k/v."""
     d, heads, hd = m["num_attention_heads"] * m["attention_head_dim"], m["num_attention_heads"], m["attention_head_dim"]
     per_token = d * (12 * 4 + 10 * b) + 2 * m["ffn_dim"] * b + 9 * 4 + 2 * heads * 4 + hd * b
-    return n * per_token + text * d * (3 * 4 + 3 * b)
+    # LoRA: each wrapped layer keeps its adapter's (tokens, r) bottleneck (8 layers see the n tokens and the
+    # cross-attention's k and v the text)
+    adapter = (8 * n + 2 * text) * lora_rank * b
+    return n * per_token + text * d * (3 * 4 + 3 * b) + adapter
 
 
 def pass_bytes(n: int, latent_numel: int, m: dict, b: int, depth: int, ac: bool, head: str,
-               n_taps: int = 3, text: int = WAN_TEXT_TOKENS, context_parallel: int = 1) -> int:
+               n_taps: int = 3, text: int = WAN_TEXT_TOKENS, context_parallel: int = 1, lora_rank: int = 0) -> int:
     """What one forward with grad keeps until its backward, per sample, on one GPU holding n tokens.
     Checkpointed blocks keep their input token states (n, dim); the embedding keeps the latent and text
     projections; the velocity head ('velocity') keeps fp32 norm in/out and the projection input; D's
@@ -168,7 +177,7 @@ def pass_bytes(n: int, latent_numel: int, m: dict, b: int, depth: int, ac: bool,
     Under context parallelism the velocity is gathered whole (fp32) and each token head keeps its
     share's scores and their exponentials for the log-sum-exp merge."""
     d = m["num_attention_heads"] * m["attention_head_dim"]
-    blocks = depth * (n * d * b if ac else block_activation_bytes(n, text, m, b))
+    blocks = depth * (n * d * b if ac else block_activation_bytes(n, text, m, b, lora_rank))
     embed = latent_numel * b + text * (m["text_dim"] + 2 * d) * b + 6 * d * 4
     split = context_parallel > 1
     if head == "velocity":
@@ -188,9 +197,10 @@ def activation_bytes(s: Setup, counts: dict) -> dict:
     numel = latent[0] * latent[1] * latent[2] * latent[3]
     m, b, ac, text = s.model, s.compute_bytes, s.activation_checkpointing, s.text_tokens
     cp = s.context_parallel
-    g = pass_bytes(n, numel, m, b, counts["blocks"], ac, "velocity", text=text, context_parallel=cp)
+    g = pass_bytes(n, numel, m, b, counts["blocks"], ac, "velocity", text=text, context_parallel=cp,
+                   lora_rank=s.lora_rank)
     d = pass_bytes(n, numel, m, b, counts["taps"][-1], ac, "tokens", len(counts["taps"]), text=text, context_parallel=cp)
-    recompute = block_activation_bytes(n, text, m, b) if ac else 0
+    recompute = block_activation_bytes(n, text, m, b, s.lora_rank) if ac else 0  # G's block (D's has no adapter)
     mb = s.micro_batch
     if s.stage == "apt":
         # D step: the fake half of L_D is backpropagated first, so at most two D passes are alive
@@ -205,7 +215,7 @@ def activation_bytes(s: Setup, counts: dict) -> dict:
 def step_flops(s: Setup, counts: dict) -> dict:
     _, n = latent_tokens(s)
     out = per_sample_flops(s.stage, s.model, n, s.text_tokens, counts["blocks"], counts["taps"], s.head_mlp_ratio,
-                           s.activation_checkpointing)
+                           s.activation_checkpointing, lora=s.lora_rank > 0)
     return out | {"per_step": out["per_sample"] * s.global_batch}
 
 
@@ -216,12 +226,16 @@ def estimate(s: Setup) -> dict:
     s.check()
     c = param_counts(s.model, s.taps, s.head_mlp_ratio)
     gpus, mb, mw = s.gpus, s.master_bytes, s.compute_bytes
-    p = c["total"]
-    mem = {"G params (fp32, sharded)": mb * p / gpus, "G grads (fp32, sharded)": mb * p / gpus}
+    p = trained = c["total"]
+    mem = {"G params (fp32, sharded)": mb * p / gpus}
+    if s.lora_rank:  # the base frozen (no gradient, no optimiser state); the adapter beside it trains
+        trained = s.lora_rank * c["lora_per_rank"]
+        mem[f"G LoRA rank {s.lora_rank} adapter (fp32, sharded)"] = mb * trained / gpus
+    mem["G grads (fp32, sharded)"] = mb * trained / gpus
     if s.stage == "apt":
         # Adam with beta1 0 (adv.optimizer=adam) keeps exp_avg and exp_avg_sq; RMSprop only the latter
-        mem["G Adam exp_avg + exp_avg_sq (fp32, sharded)"] = s.optimizer_states * mb * p / gpus
-        mem["EMA of G (fp32, sharded)"] = mb * p / gpus
+        mem["G Adam exp_avg + exp_avg_sq (fp32, sharded)"] = s.optimizer_states * mb * trained / gpus
+        mem["EMA of G (fp32, sharded)"] = mb * (p + (trained if s.lora_rank else 0)) / gpus
         mem["D params (fp32, sharded)"] = mb * c["d_total"] / gpus
         mem["D grads (fp32, sharded)"] = mb * c["d_trainable"] / gpus
         mem["D Adam exp_avg + exp_avg_sq (fp32, sharded)"] = s.optimizer_states * mb * c["d_trainable"] / gpus
@@ -229,8 +243,8 @@ def estimate(s: Setup) -> dict:
         # block's unsharded gradient awaiting reduce-scatter
         mem["gathered bf16 params + grads"] = mw * (2 * c["root"] + 3 * c["block"])
     else:
-        mem["student AdamW exp_avg + exp_avg_sq (fp32, sharded)"] = 2 * mb * p / gpus
-        mem["EMA target (fp32, sharded)"] = mb * p / gpus
+        mem["student AdamW exp_avg + exp_avg_sq (fp32, sharded)"] = 2 * mb * trained / gpus
+        mem["EMA target (fp32, sharded)"] = mb * (p + (trained if s.lora_rank else 0)) / gpus
         mem["teacher (fp32, sharded)"] = mb * p / gpus
         mem["gathered bf16 params + grads"] = mw * (3 * c["root"] + 3 * c["block"])
     if s.reward_params and s.stage == "apt":

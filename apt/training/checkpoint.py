@@ -24,7 +24,6 @@ from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
     get_optimizer_state_dict,
-    set_model_state_dict,
     set_optimizer_state_dict,
 )
 
@@ -39,6 +38,7 @@ from apt.core.files import (
     make_readable,
     mismatched,
 )
+from apt.training.lora_weights import lora_record, model_state, set_model_state
 
 
 def _rng_state() -> dict:
@@ -163,7 +163,7 @@ class CheckpointManager:
         self.keep, self.rank, self.world_size, self.context_parallel = keep, rank, world_size, context_parallel
 
     def _state(self, models: dict, optimizers: dict) -> dict:
-        state = {f"model.{k}": get_model_state_dict(m) for k, m in models.items()}
+        state = {f"model.{k}": model_state(m) for k, m in models.items()}
         for k, (m, opt) in optimizers.items():
             state[f"optim.{k}"] = get_optimizer_state_dict(m, opt)
         return state
@@ -199,7 +199,9 @@ class CheckpointManager:
         files = sorted(str(f.relative_to(tmp)) for f in tmp.rglob("*") if f.is_file())
         hashes = gather_objects(hash_files(tmp, _my_share(files)))
         if self.rank == 0:
+            adapters = {k: lora_record(m) for k, m in models.items() if lora_record(m)}
             meta = dict(extra, step=step, world_size=self.world_size, context_parallel=self.context_parallel,
+                        **({"lora": adapters} if adapters else {}),
                         sha256={k: v for part in hashes for k, v in part.items()})
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
             make_readable(tmp)  # DCP writes some shards owner-only
@@ -237,7 +239,7 @@ class CheckpointManager:
         state = self._state(models, optimizers)
         dcp.load(state, checkpoint_id=str(path))
         for k, m in models.items():
-            set_model_state_dict(m, state[f"model.{k}"])
+            set_model_state(m, state[f"model.{k}"])
         for k, (m, opt) in optimizers.items():
             set_optimizer_state_dict(m, opt, state[f"optim.{k}"])
         # Per-rank RNG and state only mean something in a world of the same shape; otherwise keep fresh seeds
@@ -263,12 +265,13 @@ def checkpoint_model_names(path: str | Path) -> set[str]:
 
 def load_model_from_checkpoint(path: str | Path, name: str, module: torch.nn.Module, verify: bool = True) -> None:
     """Load one model (e.g. stage 1's 'ema') out of a training checkpoint into `module` (any sharding),
-    after checking the checkpoint (verify_checkpoint; verify=False when the caller just did)."""
+    after checking the checkpoint (verify_checkpoint; verify=False when the caller just did). A LoRA
+    model's adapter loads into a module that carries the same adapter (apt.models.lora.add_lora)."""
     if verify:
         verify_checkpoint(path)
-    state = {f"model.{name}": get_model_state_dict(module)}
+    state = {f"model.{name}": model_state(module)}
     dcp.load(state, checkpoint_id=str(path))
-    set_model_state_dict(module, state[f"model.{name}"])
+    set_model_state(module, state[f"model.{name}"])
 
 
 def export_full_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from apt.core.config import ConfigError, flatten
 from apt.data.sources import data_sources
+from apt.models.lora import LoRAConfig
 
 
 @dataclass
@@ -86,6 +87,11 @@ class TrainConfig:
 @dataclass
 class ModelConfig:
     path: str = "toy"  # a diffusers-layout Wan folder, or the name of a shipped one ("toy")
+    # train a low-rank adapter of the generator (stage 1's student, stage 2's G) instead of every weight
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def validate(self):
+        self.lora.validate()
 
 
 @dataclass

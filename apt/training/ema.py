@@ -7,20 +7,39 @@ from dataclasses import replace
 
 import torch
 
+from apt.core.config import ConfigError
 from apt.models.backbone import WanBackbone
+from apt.models.lora import LoRAConfig, add_lora, has_lora
 from apt.training.callbacks import Callback
 from apt.training.config import ParallelConfig
 from apt.training.distributed import local_tensor, parallelize_backbone, reshard
 
 
-def trainable_with_ema(init: WanBackbone, par: ParallelConfig, copy_init: bool = True
+def trainable_with_ema(init: WanBackbone, par: ParallelConfig, copy_init: bool = True, lora: LoRAConfig | None = None
                        ) -> tuple[WanBackbone, WanBackbone]:
     """(trainable model, its EMA), both starting from `init`'s weights and both sharded. copy_init=False
     trains `init` itself (stage 2 gets a generator nobody else holds). The EMA runs without grad, so
-    it gets no activation checkpointing."""
+    it gets no activation checkpointing. With `lora` enabled only an adapter trains (a fresh one, or the
+    one `init` carries from stage 1, which must have the same settings); the EMA follows the adapter."""
     model = WanBackbone(copy.deepcopy(init.model)) if copy_init else init
-    ema = WanBackbone(copy.deepcopy(init.model)).eval().requires_grad_(False)
-    model.train().requires_grad_(True)
+    if has_lora(init):
+        model.lora = init.lora
+    adapter = lora is not None and lora.enabled
+    if adapter and not has_lora(model):
+        add_lora(model, lora)
+    elif adapter and model.lora != lora.as_dict():
+        raise ConfigError(f"model.lora {lora.as_dict()} differs from the adapter the generator was trained with "
+                          f"({model.lora}): continue it with the same settings")
+    elif not adapter and has_lora(model):
+        raise ConfigError(f"the generator carries a LoRA adapter ({model.lora}): set model.lora the same to continue "
+                          "training it")
+    ema = WanBackbone(copy.deepcopy(model.model)).eval().requires_grad_(False)
+    ema.lora = getattr(model, "lora", None)
+    if hasattr(model, "lora_base"):
+        ema.lora_base = model.lora_base
+    model.train()
+    if not adapter:
+        model.requires_grad_(True)
     parallelize_backbone(model, par)
     parallelize_backbone(ema, replace(par, activation_checkpointing=False))
     return model, ema
@@ -37,6 +56,9 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> No
     e_named, m_named = list(ema.named_parameters()), list(model.named_parameters())
     if [n for n, _ in e_named] != [n for n, _ in m_named]:
         raise ValueError("EMA and model have different parameter lists")
+    # only what trains moves (a LoRA model's frozen base is the EMA's already)
+    moving = [i for i, (_, p) in enumerate(m_named) if p.requires_grad]
+    e_named, m_named = [e_named[i] for i in moving], [m_named[i] for i in moving]
     e = [local_tensor(p) for _, p in e_named]
     m = [local_tensor(p).to(t.dtype) for (_, p), t in zip(m_named, e)]
     torch._foreach_lerp_(e, m, 1.0 - decay)

@@ -22,18 +22,21 @@ def forward_flops(n: int, m: dict, depth: int, text: int, head: str = "velocity"
 
 
 def per_sample_flops(stage: str, model: dict, tokens: int, text_tokens: int, depth: int, taps: tuple[int, ...],
-                     head_mlp_ratio: float = 4.0, activation_checkpointing: bool = True) -> dict:
-    """FLOPs of one training sample of a stage (what the trainer divides by time for the logged MFU)."""
+                     head_mlp_ratio: float = 4.0, activation_checkpointing: bool = True, lora: bool = False) -> dict:
+    """FLOPs of one training sample of a stage (what the trainer divides by time for the logged MFU).
+    With `lora` the generator's base weights are frozen: its backward computes input gradients only
+    (the adapter's own FLOPs, under 1% at the ranks used, are not counted)."""
     fg = forward_flops(tokens, model, depth, text_tokens)
     fd = forward_flops(tokens, model, taps[-1], text_tokens, "tokens", len(taps), head_mlp_ratio)
     rc = 1 if activation_checkpointing else 0  # one extra forward to recompute checkpointed blocks
+    g_train = fg * ((2 if lora else 3) + rc)  # forward, input gradients (and weight gradients), recompute
     if stage == "apt":
         # D step: G forward (no grad) + 3 D passes forward/backward; G step: G forward/backward and D
         # forward + backward to its input only (D's weights are frozen in the G step: no weight gradients)
-        per_sample = fg + 3 * fd * (3 + rc) + fg * (3 + rc) + fd * (2 + rc)
+        per_sample = fg + 3 * fd * (3 + rc) + g_train + fd * (2 + rc)
     elif stage == "distill":
         # CFG teacher (2 forwards), target forward, student forward/backward
-        per_sample = 2 * fg + fg + fg * (3 + rc)
+        per_sample = 2 * fg + fg + g_train
     else:
         raise ValueError(f"stage must be 'apt' or 'distill', got {stage!r}")
     return {"g_forward": fg, "d_forward": fd, "per_sample": per_sample}

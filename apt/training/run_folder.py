@@ -170,7 +170,8 @@ def model_dir_of(step_dir: str | Path) -> Path | None:
 RAW_MODEL_NAMES = ("generator", "student")
 
 
-def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, name: str = "ema"):
+def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, name: str = "ema",
+                   merge_lora: bool = True):
     """A stage-1/2 checkpoint's generator (EMA by default) as a plain, unsharded float32 OneStepGenerator.
     name: a model the checkpoint holds, or 'raw' for its trained weights without the EMA (whichever of
     RAW_MODEL_NAMES it holds).
@@ -179,11 +180,14 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
     started from (`model_dir`, by default the run's config.yaml model.path). An export folder (apt-export,
     safetensors) works too: the way weights should travel, since a DCP checkpoint's metadata is a
     pickle that runs code when read (load DCP run folders from trusted sources only).
+    A LoRA run's model is its base with the adapter folded in (merge_lora=False: the adapter kept apart,
+    trainable, for a stage that continues it or an export of the adapter alone).
     """
     from apt.models.backbone import WanBackbone
     from apt.models.generator import OneStepGenerator
     from apt.models.model_folder import is_one_step
     from apt.training.checkpoint import checkpoint_model_names, load_model_from_checkpoint
+    from apt.training.lora_weights import checkpoint_lora
 
     if is_one_step(checkpoint):
         if name == "raw":
@@ -203,9 +207,34 @@ def load_generator(checkpoint: str | Path, model_dir: str | Path | None = None, 
         model_dir = model_dir_of(path)
         if model_dir is None:
             raise ValueError(f"no teacher folder recorded for {path} (no run {CONFIG}): give the model folder")
+    record = checkpoint_lora(path).get(name)
+    if record:
+        backbone = adapter_generator(path, name, record, Path(model_dir), merge=merge_lora)
+        return OneStepGenerator(backbone.eval().requires_grad_(False))
     backbone = WanBackbone.empty_from_config(model_dir)  # the checkpoint fills every parameter
     load_model_from_checkpoint(path, name, backbone, verify=False)  # resolve_checkpoint verified it
     return OneStepGenerator(backbone.eval().requires_grad_(False))
+
+
+def adapter_generator(path: Path, name: str, record: dict, model_dir: Path, merge: bool = True):
+    """The WanBackbone of checkpoint `path`'s LoRA model `name`: its base's weights with the adapter loaded
+    (and folded in, with merge)."""
+    from apt.models.backbone import WanBackbone
+    from apt.models.lora import add_lora, merged
+    from apt.training.checkpoint import load_model_from_checkpoint
+    from apt.training.lora_weights import TEACHER
+
+    base = record.get("base", TEACHER)
+    if base == TEACHER:
+        backbone = WanBackbone.from_pretrained(model_dir)
+    else:
+        if not Path(base).exists():
+            raise FileNotFoundError(f"{path} holds a LoRA adapter of {base}, which is gone: the adapter needs its base")
+        backbone = load_generator(base, model_dir).backbone.requires_grad_(True)
+    add_lora(backbone, {k: record[k] for k in ("rank", "alpha", "targets")})
+    backbone.lora_base = base
+    load_model_from_checkpoint(path, name, backbone, verify=False)  # the caller verified the checkpoint
+    return merged(backbone) if merge else backbone
 
 
 def parse_metrics(text: str) -> list[dict]:
