@@ -36,6 +36,11 @@ TINY_TRANSFORMER = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_h
                         out_channels=16, text_dim=16, freq_dim=16, ffn_dim=32, num_layers=2, cross_attn_norm=True,
                         qk_norm="rms_norm_across_heads", rope_max_seq_len=1024)
 TINY_VAE = dict(base_dim=4, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, temperal_downsample=[False, True, True])
+# the reward phase's scorer: a CLIP ViT-L/14 image tower (PickScore's and HPS v2's size), random weights
+CLIP_L14_VISION = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                       image_size=224, patch_size=14, projection_dim=768)
+TINY_VISION = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                   patch_size=8, projection_dim=8)
 
 
 def parse_args(argv=None):
@@ -162,36 +167,88 @@ def serving(args, dist_info, device, dtype) -> dict:
     return results
 
 
-def stage2_update(args, dist_info, device) -> dict:
-    """One stage-2 update (micro-batch 1 per rank) as training runs it: FSDP2, bf16, AC, the config's
-    discriminator; peak memory against apt-estimate's arithmetic for the same setup."""
+def random_vision_reward(tiny: bool):
+    """A reward module (apt/rewards/base.py's contract) scoring frames by their random CLIP image embedding:
+    the compute and memory of an image reward, not a meaningful score."""
+    import torch
+    import torch.nn.functional as F
+    from einops import rearrange
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    class RandomVisionReward(torch.nn.Module):
+        name = "random_clip_vision"
+
+        def __init__(self):
+            super().__init__()
+            config = CLIPVisionConfig(**(TINY_VISION if tiny else CLIP_L14_VISION))
+            self.model = random_(CLIPVisionModelWithProjection(config)).requires_grad_(False)
+            self.size = config.image_size
+
+        def forward(self, videos, prompts):
+            frames = rearrange(videos, "b c f h w -> (b f) c h w").float()
+            frames = F.interpolate(frames, size=(self.size, self.size), mode="bilinear", antialias=True)
+            embeds = self.model(pixel_values=frames.to(self.model.dtype)).image_embeds.float()
+            return rearrange(embeds.norm(dim=-1), "(b f) -> b f", b=videos.shape[0]).mean(1)
+
+    return RandomVisionReward()
+
+
+def training_update(args, dist_info, device, phase: str) -> dict:
+    """One update (micro-batch 1 per rank) of stage 1 ("distill"), stage 2 ("apt") or the reward phase
+    ("reward": stage 2 with reward feedback through a random CLIP ViT-L/14 vision tower on the first
+    decoded latent frame), as training runs it: FSDP2, bf16, AC, the model's config; peak memory beside
+    apt-estimate's figure for the same setup."""
     import torch
 
     from apt.adversarial.config import APTConfig
-    from apt.adversarial.stage import AdversarialPostTraining
     from apt.core.config import load_config
     from apt.models.backbone import WanBackbone
     from apt.planning.estimate import WAN_MODELS, Setup, estimate
+    from distill.config import DistillConfig
 
     root = Path(__file__).resolve().parents[1]
     world = dist_info.world_size
     model_cfg = TINY_TRANSFORMER if args.tiny else WAN_MODELS[args.model]
-    config = root / "configs" / ("toy/apt.yaml" if args.tiny else f"{args.model}/apt-video.yaml")
-    overrides = ["adv.generator_init=teacher", "adv.probe_every=0", "train.micro_batch_size=1",
-                 f"train.global_batch_size={world}"]
+    name = {"distill": "distill", "apt": "apt-video", "reward": "reward"}[phase]
+    config = root / "configs" / ("toy/" + ("distill" if phase == "distill" else "apt") + ".yaml" if args.tiny
+                                 else f"{args.model}/{name}.yaml")
+    overrides = ["train.micro_batch_size=1", f"train.global_batch_size={world}"]
+    if phase != "distill":
+        overrides += ["adv.generator_init=teacher", "adv.probe_every=0", "adv.discriminator_init=", "adv.rewards=[]"]
     if args.tiny:
         overrides += ["parallel.mixed_precision=fp32"]
-    cfg = load_config(APTConfig, config, overrides)
+    cfg = load_config(DistillConfig if phase == "distill" else APTConfig, config, overrides)
     torch.manual_seed(0)
-    teacher = random_(WanBackbone.empty(dict(model_cfg), "cpu"))
-    generator = WanBackbone.empty(dict(model_cfg), "cpu")
-    generator.load_state_dict(teacher.state_dict())
-    teacher.to(device)
-    generator.to(device)
-    stage = AdversarialPostTraining(cfg, dist_info, teacher, generator, previews=None)
-    shape = (16, (args.frames - 1) // 4 + 1, args.train_height // 8, args.train_width // 8)
+    teacher = random_(WanBackbone.empty(dict(model_cfg), "cpu")).to(device)
+    shape = (model_cfg["in_channels"], (args.frames - 1) // 4 + 1, args.train_height // 8, args.train_width // 8)
+    text_shape = (1, 512, model_cfg["text_dim"])
     batch = {"latent": torch.randn(1, *shape, device=device), "caption": ["a random clip"],
-             "text": torch.randn(1, 512, model_cfg["text_dim"], device=device)}
+             "text": torch.randn(*text_shape, device=device)}
+    reward_params = 0
+    if phase == "distill":
+        from distill.stage import ConsistencyDistillation
+
+        stage = ConsistencyDistillation(cfg, dist_info, teacher, torch.randn(*text_shape), previews=None)
+    else:
+        from apt.adversarial.stage import AdversarialPostTraining
+
+        generator = WanBackbone.empty(dict(model_cfg), "cpu")
+        generator.load_state_dict(teacher.state_dict())
+        stage = AdversarialPostTraining(cfg, dist_info, teacher, generator.to(device), previews=None)
+    if phase == "reward":
+        from diffusers import AutoencoderKLWan
+
+        from apt.adversarial.reward_feedback import RewardFeedback
+        from apt.models.vae import VideoVAE
+        from apt.rewards.base import Rewards
+
+        z = 16
+        vae = VideoVAE(AutoencoderKLWan(**(TINY_VAE if args.tiny else {}), latents_mean=[0.0] * z,
+                                        latents_std=[1.0] * z).to(device, torch.bfloat16 if not args.tiny else
+                                                                  torch.float32).eval().requires_grad_(False))
+        reward = random_vision_reward(args.tiny).to(device)
+        reward_params = sum(p.numel() for p in reward.parameters())
+        stage.g_step.rewards = RewardFeedback(Rewards([(reward, 1.0)]), vae, latent_frames=1, checkpointing=True)
     counter = iter(range(10**9))
 
     def update() -> dict:
@@ -203,13 +260,16 @@ def stage2_update(args, dist_info, device) -> dict:
         return metrics.synced()
 
     secs, peak, metrics = timed(update, args.repeats, device)
-    est = estimate(Setup(model=dict(model_cfg), stage="apt", gpus=world, micro_batch=1, frames=args.frames,
-                         height=args.train_height, width=args.train_width,
-                         compute_bytes=4 if args.tiny else 2))
+    est = estimate(Setup(model=dict(model_cfg), stage="distill" if phase == "distill" else "apt", gpus=world,
+                         micro_batch=1, frames=args.frames, height=args.train_height, width=args.train_width,
+                         compute_bytes=4 if args.tiny else 2, reward_latent_frames=1 if phase == "reward" else 0,
+                         vae_model=TINY_VAE if args.tiny else {},
+                         reward_params=reward_params))
     return {"config": str(config.relative_to(root)), "size": f"{args.train_width}x{args.train_height}x{args.frames}",
             "ranks": world, "seconds_per_update": secs, "peak_gib": peak,
             "estimate_gib": est["total_bytes"] / 2**30, "loss_finite": all(
-                v == v for v in metrics.values() if isinstance(v, float))}
+                v == v for v in metrics.values() if isinstance(v, float)),
+            **({"reward": metrics.get("reward")} if phase == "reward" else {})}
 
 
 def print_estimate(args) -> dict:
@@ -254,8 +314,11 @@ def main(argv=None) -> dict:
                   "size": f"{args.width}x{args.height}x{args.frames}", "dtype": str(dtype).removeprefix("torch."),
                   "torch": torch.__version__, "paper_table8": PAPER_TABLE8}
         report["serving"] = serving(args, dist_info, device, dtype)
-        if not args.no_train:
-            report["stage2_update"] = stage2_update(args, dist_info, device)
+        if not args.no_train:  # one update of each training phase, at --train-height x --train-width
+            for phase, key in (("distill", "stage1_update"), ("apt", "stage2_update"), ("reward", "reward_update")):
+                report[key] = training_update(args, dist_info, device, phase)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
         if dist_info.rank == 0:
             print(json.dumps(report, indent=2))
             if args.json:
