@@ -99,7 +99,8 @@ def _one_step_frames(pipe, scheduler_dir: Path) -> torch.Tensor:
 def test_lora_runs_checkpoint_the_adapter_and_export_it_for_load_lora_weights(tmp_path, tiny_model_dir):
     """Stage 1 trains an adapter on the teacher, stage 2 continues it; the checkpoints hold adapter tensors
     only (every model.* key of G and its EMA is a lora_A/lora_B weight); the adapter exported as a LoRA file
-    and loaded into the teacher folder's WanPipeline gives the merged export's frames."""
+    and loaded into the teacher folder's WanPipeline gives the merged export's frames. A stage 2 of all
+    weights from the same stage 1 folds the adapter in."""
     import torch.distributed.checkpoint as dcp
     from diffusers import WanPipeline
 
@@ -128,6 +129,13 @@ def test_lora_runs_checkpoint_the_adapter_and_export_it_for_load_lora_weights(tm
     with_lora = _one_step_frames(teacher, tmp_path / "lora")
     want = _one_step_frames(WanPipeline.from_pretrained(tmp_path / "merged"), tmp_path / "merged")
     assert with_lora.shape == want.shape and (with_lora - want).abs().max() <= 1e-4
+
+    # a stage 2 of all weights from the LoRA stage 1: the adapter folded in, full weights checkpointed
+    _train("apt-train", "apt.yaml", tmp_path / "full", tiny_model_dir,
+           ["train.steps=1", f"adv.generator_init={tmp_path / 'cd'}", "model.lora.rank=0"])
+    full = tmp_path / "full" / "checkpoints" / "step_00000001"
+    assert "lora" not in json.loads((full / "meta.json").read_text())
+    assert not any(is_adapter_key(k) for k in dcp.FileSystemReader(str(full)).read_metadata().state_dict_metadata)
 
 
 @pytest.mark.slow

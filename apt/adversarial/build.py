@@ -22,10 +22,11 @@ def check_inputs(cfg: APTConfig) -> None:
                                         f"it at that run's folder)") from None
 
 
-def initial_generator(spec: str, teacher, model_dir=None):
+def initial_generator(spec: str, teacher, model_dir=None, keep_adapter: bool = False):
     """The stage-1 EMA generator (run dir or checkpoint dir, or an apt-export folder), loaded before any
-    sharding. A LoRA stage 1 gives the teacher with its adapter (stage 2 continues it); a LoRA adapter
-    that stage 2 adds to full weights records them as its base (`lora_base`)."""
+    sharding. A LoRA stage 1 gives the teacher with its adapter, kept apart for a LoRA stage 2 to continue
+    (keep_adapter) or folded in for a stage 2 of all weights; a LoRA adapter that stage 2 adds to full
+    weights records them as its base (`lora_base`)."""
     import copy
     from pathlib import Path
 
@@ -49,7 +50,7 @@ def initial_generator(spec: str, teacher, model_dir=None):
         raise FileNotFoundError(f"adv.generator_init={spec}: {err}") from err
     record = checkpoint_lora(checkpoint).get("ema")
     if record:  # stage 1 trained an adapter: continue it on its base
-        return adapter_generator(checkpoint, "ema", record, model_dir, merge=False).train()
+        return adapter_generator(checkpoint, "ema", record, model_dir, merge=not keep_adapter).train()
     load_model_from_checkpoint(checkpoint, "ema", backbone, verify=False)  # verified just above
     backbone.lora_base = str(checkpoint.resolve())
     return backbone
@@ -62,7 +63,8 @@ def build_stage(cfg: APTConfig, dist, comps, previews, dataset):
     from apt.data.stream import collate
     from apt.models.model_folder import resolve_model_dir
 
-    generator = initial_generator(cfg.adv.generator_init, comps.transformer, resolve_model_dir(cfg.model.path))
+    generator = initial_generator(cfg.adv.generator_init, comps.transformer, resolve_model_dir(cfg.model.path),
+                                  keep_adapter=cfg.model.lora.enabled)
     # the discriminator's new heads are randomly initialised: the same on every rank and every run
     torch.manual_seed(cfg.train.seed)
     # the caption diagnostic's held clips: the first of the training set, the same in every run

@@ -30,9 +30,8 @@ def trainable_with_ema(init: WanBackbone, par: ParallelConfig, copy_init: bool =
     elif adapter and model.lora != lora.as_dict():
         raise ConfigError(f"model.lora {lora.as_dict()} differs from the adapter the generator was trained with "
                           f"({model.lora}): continue it with the same settings")
-    elif not adapter and has_lora(model):
-        raise ConfigError(f"the generator carries a LoRA adapter ({model.lora}): set model.lora the same to continue "
-                          "training it")
+    elif not adapter and has_lora(model):  # initial_generator folds a stage-1 adapter in for full training
+        raise ConfigError(f"the generator carries a LoRA adapter ({model.lora}) but model.lora is off")
     ema = WanBackbone(copy.deepcopy(model.model)).eval().requires_grad_(False)
     ema.lora = getattr(model, "lora", None)
     if hasattr(model, "lora_base"):
