@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from apt.core.config import ConfigError
+
+# torch and peft are imported inside the functions: a command's --help reads LoRAConfig without them.
 
 # The linear layers of every WanTransformerBlock: self- and cross-attention projections and the FFN (the
 # names diffusers' Wan LoRAs use). Modulation tables, norms, embeddings and the output head stay full.
@@ -47,6 +47,7 @@ class LoRAConfig:
 def add_lora(backbone, cfg: LoRAConfig | dict, seed: int = 0) -> None:
     """Wrap `backbone`'s target layers with a fresh adapter (B = 0: the output is unchanged) and make it the
     only trainable part."""
+    import torch
     from peft import LoraConfig
 
     cfg = LoRAConfig(**cfg) if isinstance(cfg, dict) else cfg
@@ -88,12 +89,14 @@ def merged(backbone):
     return WanBackbone(model)
 
 
-def save_lora_file(backbone, folder: str | Path, dtype: torch.dtype = torch.float32) -> Path:
+def save_lora_file(backbone, folder: str | Path, dtype=None) -> Path:
     """The adapter as a diffusers LoRA folder (LORA_FILE with its rank/alpha metadata), for
     `WanPipeline.load_lora_weights(folder)` on the base model's folder."""
+    import torch
     from diffusers import WanPipeline
     from peft.utils import get_peft_model_state_dict
 
+    dtype = dtype or torch.float32  # the file's dtype (the adapter trains in float32)
     layers = {k: v.detach().to("cpu", dtype).contiguous()
               for k, v in get_peft_model_state_dict(backbone.model, adapter_name=ADAPTER).items()}
     config = backbone.model.peft_config[ADAPTER]
