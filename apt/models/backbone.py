@@ -127,10 +127,11 @@ class WanBackbone(torch.nn.Module):
             raise RuntimeError(f"attention backend {name!r} is not usable here: {err}") from err
 
     def enable_context_parallel(self, ulysses_degree: int, ring_degree: int = 1, mesh=None) -> None:
-        """Split the token sequence with diffusers' own context parallelism: the model's _cp_plan splits
-        the rotary tables and the first block's tokens, attention runs Ulysses (all-to-all over heads)
-        and/or ring, and `head` gathers the tokens back (apt.core.collectives.gather_along, whose backward
-        is the exact adjoint; diffusers' own gather after proj_out passes back only this rank's slice).
+        """Split the token sequence with diffusers' own context parallelism: `embed` keeps this rank's share
+        of the tokens and the model's _cp_plan hook the matching rotary tables, attention runs Ulysses
+        (all-to-all over heads) and/or ring, and `head` gathers the tokens back
+        (apt.core.collectives.gather_along, whose backward is the exact adjoint; diffusers' own gather after
+        proj_out passes back only this rank's slice).
         `mesh`: a DeviceMesh with "ring" and "ulysses" dimensions (training: beside "dp"); without one,
         the whole (initialised) default group. Ulysses needs the head count divisible by its degree,
         ring a flash-type backend (native SDPA cannot return the log-sum-exp ring needs: GPUs only)."""

@@ -110,8 +110,9 @@ def init_distributed(context_parallel: int = 1) -> DistInfo:
     info = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, device, backend, context_parallel)
     if context_parallel > 1:
         if info.world_size % context_parallel:
-            dist.destroy_process_group()
-            raise ConfigError(f"parallel.context_parallel={context_parallel} must divide the {info.world_size} ranks")
+            shutdown_distributed()
+            raise ConfigError(f"parallel.context_parallel={context_parallel} must divide the {info.world_size} ranks "
+                              "(launch with torchrun --nproc_per_node, a multiple of it)")
         from torch.distributed.device_mesh import init_device_mesh
 
         global _mesh
