@@ -114,18 +114,23 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, model_dir: str | 
             from apt.inference.serving_bundle import write_bundle
 
             write_bundle(tmp)
-        # every file's SHA-256, checked whenever the export is loaded (apt.models.model_folder.verify_files)
-        files = [str(f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file() and f.name != MANIFEST]
-        manifest["sha256"] = hash_files(tmp, files)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        make_readable(tmp)  # safetensors writes owner-only files
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish(tmp, out, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def publish(tmp: Path, out: Path, manifest: dict) -> None:
+    """Record every file's SHA-256 in the manifest (checked whenever the export is loaded:
+    apt.models.model_folder.verify_files), make the folder readable and rename it into place."""
+    files = [str(f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file() and f.name != MANIFEST]
+    manifest["sha256"] = hash_files(tmp, files)
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    make_readable(tmp)  # safetensors writes owner-only files
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
 
 
 def _overlaps(a: Path, b: Path) -> bool:

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from apt.core.config import ConfigError
-from apt.core.files import hash_files, make_readable
 from apt.models.model_folder import MANIFEST, native_sample, read_manifest, verify_files
 
 # Largest latent difference between the teacher pipeline with the LoRA file and the merged weights, fp32
@@ -33,7 +32,7 @@ LORA_TOLERANCE = 1e-4
 
 def export_lora(checkpoint: str | Path, out: str | Path, model_dir: str | Path | None = None,
                 weights: str = "ema", dtype: str = "fp32", overwrite: bool = False) -> Path:
-    from apt.inference.export import _text_tokens, check_export_target, one_step_scheduler
+    from apt.inference.export import _text_tokens, check_export_target, one_step_scheduler, publish
     from apt.models.loading import parse_dtype
     from apt.models.lora import describe, save_lora_file
     from apt.models.model_folder import check_layout, resolve_model_dir
@@ -78,13 +77,7 @@ def export_lora(checkpoint: str | Path, out: str | Path, model_dir: str | Path |
             "notes": "Load the teacher folder's WanPipeline, then load_lora_weights(this folder) and this folder's "
                      "scheduler (one step, shift 1).",
         }
-        files = [str(f.relative_to(tmp)) for f in sorted(tmp.rglob("*")) if f.is_file()]
-        manifest["sha256"] = hash_files(tmp, files)
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        make_readable(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        publish(tmp, out, manifest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -186,7 +186,7 @@ def _main(ranks: int, out: str, configs: str) -> None:
     from apt.training.distributed import init_distributed, shutdown_distributed
 
     model_cfg, setup = json.loads(configs)
-    setup = {**setup, "vae": setup["vae"], "taps": tuple(setup["taps"])}
+    setup = {**setup, "taps": tuple(setup["taps"])}  # JSON made the tuple a list
     info = init_distributed(ranks)
     try:
         got, want = measure(model_cfg, setup, context_parallel=ranks), predict(model_cfg, setup, ranks)
