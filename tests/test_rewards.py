@@ -46,10 +46,12 @@ def clip_folder(tmp_path_factory):
 
 
 def test_clip_reward_scores_each_clip_against_its_prompt_with_gradients(clip_folder):
-    reward = Rewards([(CLIPReward(clip_folder), 1.0, [0, -1])])  # the first and the last frame only
+    clip = CLIPReward(clip_folder, dtype=torch.float32)
+    reward = Rewards([(clip, 1.0, [0, -1])])  # the first and the last frame only
     videos = (torch.rand(3, 3, 5, 24, 40) * 2 - 1).requires_grad_(True)  # not square: resized and centre-cropped
     scores, _ = reward(videos, ["a red seven", "a blue two", "a cat"])
-    assert scores.shape == (3,) and torch.all(scores.abs() <= 1 + 1e-5)  # cosines
+    scale = clip.model.logit_scale.exp()  # the model's own temperature (PickScore's score), not a bare cosine
+    assert scores.shape == (3,) and torch.all(scores.abs() <= scale + 1e-4) and scores.abs().max() > 1
     scores.sum().backward()
     assert videos.grad.abs().sum() > 0
     assert videos.grad[:, :, 1:4].abs().sum() == 0  # only the scored frames get gradients
@@ -63,6 +65,7 @@ def test_clip_reward_with_an_aesthetic_head_ignores_the_prompt(clip_folder, tmp_
 
     save_file({"weight": torch.randn(1, 8), "bias": torch.zeros(1)}, str(tmp_path / "head.safetensors"))
     reward = CLIPReward(clip_folder, head=tmp_path / "head.safetensors", name="aesthetic")
+    assert reward.model.dtype == torch.bfloat16  # reward models are frozen bf16 unless the entry says float32
     videos = torch.rand(2, 3, 2, 32, 32) * 2 - 1
     assert torch.allclose(reward(videos, ["x", "y"]), reward(videos, ["a", "b"]))
 
@@ -195,7 +198,8 @@ def test_decode_with_grad_and_refine_take_wan22s_patchified_vae():
     assert out.shape == video.shape and torch.equal(out.detach(), full)
     out.sum().backward()
     assert x.grad.abs().sum() > 0
-    assert torch.equal(vae.decode_with_grad(latent, latent_frames=2).detach(), full[:, :, :5])
+    # equal to the rounding of convolutions over fewer frames (exact with torch's default threads, not with one)
+    assert torch.allclose(vae.decode_with_grad(latent, latent_frames=2).detach(), full[:, :, :5], atol=1e-5)
     error = lambda z: float((vae.decode(z) - video).square().mean())  # noqa: E731
     assert error(vae.refine(video, 3, 0.05, latent=latent)) < error(latent)
 
@@ -232,7 +236,10 @@ def test_stage_two_with_a_reward_logs_it_and_updates_g_by_both_gradients(tmp_pat
 
 
 @pytest.mark.slow
-def test_torchrun_two_process_reward_phase_resumes_to_identical_losses(tmp_path, tiny_model_dir):
+@pytest.mark.parametrize("normalize", [False, True], ids=["raw", "normalised"])
+def test_torchrun_two_process_reward_phase_resumes_to_identical_losses(tmp_path, tiny_model_dir, normalize):
+    """The running moments of a normalised reward are checkpointed with the stage: the resumed run's
+    rewards are normalised by the same statistics as the straight run's."""
     if not _have_toy_reward():
         pytest.skip("the toy reward model is not built")
     from tiny import straight_and_resumed_runs
@@ -242,7 +249,8 @@ def test_torchrun_two_process_reward_phase_resumes_to_identical_losses(tmp_path,
     straight_and_resumed_runs(ROOT / "scripts" / "train_apt.py", ROOT / "configs/toy/reward.yaml", [
         f"model.path={tiny_model_dir}", "adv.generator_init=teacher", "adv.discriminator_init=",
         "data.num_clips=32", "train.micro_batch_size=4", "train.global_batch_size=8",
-        "train.checkpoint_every=2", "adv.r1_every=2"], tmp_path)
+        "train.checkpoint_every=2", "adv.r1_every=2",
+        *(["adv.rewards=[{kind: toy, weight: 1.0, normalize: true}]"] if normalize else [])], tmp_path)
     keys = ("d_loss", "g_loss", "reward", "aR1")  # aR1 only on penalised steps (1 and 3)
     straight = {m["step"]: [m.get(k) for k in keys] for m in read_metrics(tmp_path / "straight")}
     split = {m["step"]: [m.get(k) for k in keys] for m in read_metrics(tmp_path / "split")}

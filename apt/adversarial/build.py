@@ -20,6 +20,10 @@ def check_inputs(cfg: APTConfig) -> None:
             except FileNotFoundError as err:
                 raise FileNotFoundError(f"adv.{key}={spec}: {err} (run the stage it comes from first, or point "
                                         f"it at that run's folder)") from None
+    if cfg.adv.reward_prompts:
+        from apt.rewards.prompts import read_prompts
+
+        read_prompts(cfg.adv.reward_prompts)
 
 
 def initial_generator(spec: str, teacher, model_dir=None, keep_adapter: bool = False):
@@ -70,8 +74,13 @@ def build_stage(cfg: APTConfig, dist, comps, previews, dataset):
     # the caption diagnostic's held clips: the first of the training set, the same in every run
     probe = collate([dataset[i] for i in range(min(cfg.adv.probe_size, len(dataset)))]) if cfg.adv.probe_every else None
     negative = comps.text.encode([cfg.adv.distill_negative_prompt]) if cfg.adv.distill_weight > 0 else None
+    prompts = None
+    if cfg.adv.reward_prompts:
+        from apt.rewards.prompts import PromptStream
+
+        prompts = PromptStream.from_file(cfg.adv.reward_prompts, comps.text, show=dist.rank == 0)
     stage = AdversarialPostTraining(cfg, dist, comps.transformer, generator, previews, probe, vae=comps.vae,
-                                    negative_text=negative)
+                                    negative_text=negative, reward_prompts=prompts)
     if cfg.adv.discriminator_init:  # D continues from an earlier stage-2 run (e.g. a reward phase after APT)
         from apt.training.checkpoint import load_model_from_checkpoint
         from apt.training.run_folder import resolve_checkpoint

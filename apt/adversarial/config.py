@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from apt.core.config import ConfigError
-from apt.rewards.config import RewardConfig
+from apt.rewards.config import PolicyConfig, RewardConfig
 from apt.rewards.registry import check_reward
 from apt.training.config import RunConfig
 
@@ -66,6 +66,13 @@ class AdversarialConfig:
     # reward feedback on the one-step generator: L_G = L_adv - sum_i w_i R_i(decode(G(z)), c); [] = off
     rewards: list[RewardConfig] = field(default_factory=list)
     reward_latent_frames: int = 0  # decode only the first k latent frames for the rewards (0 = all)
+    # decode k latent frames at a random start (per micro-batch) instead, the decoder's causal cache warmed
+    # on the frames before them without gradients: every frame of the clip is rewarded over the run; 0 = off
+    reward_window: int = 0
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # rewards without a gradient (GRPO, PRDP)
+    # a prompts file (one per line) whose prompts the rewards score G's samples of, instead of the real clips'
+    # captions: alignment on prompts that have no video (apt/rewards/prompts.py); "" = the batch's captions
+    reward_prompts: str = ""
     reward_checkpointing: bool = True  # recompute each latent frame's VAE decode in backward (bounded memory)
     adversarial_weight: float = 1.0  # the weight of L_adv in L_G; 0 = reward only (the reward-hacking ablation)
     taps: list[int] = field(default_factory=list)  # 1-based; empty = 4/9, 13/18, 1 of depth
@@ -120,8 +127,25 @@ class AdversarialConfig:
             raise ConfigError(f"adv.taps are 1-based block numbers, got {list(self.taps)}")
         if not 0.0 <= self.stop_d_auc <= 1.0:
             raise ConfigError(f"adv.stop_d_auc must be in [0, 1] (0 = off), got {self.stop_d_auc}")
-        if self.reward_latent_frames < 0 or self.adversarial_weight < 0:
-            raise ConfigError("adv.reward_latent_frames and adv.adversarial_weight must be >= 0")
+        if self.reward_latent_frames < 0 or self.reward_window < 0 or self.adversarial_weight < 0:
+            raise ConfigError("adv.reward_latent_frames, adv.reward_window and adv.adversarial_weight must be >= 0")
+        if self.reward_latent_frames and self.reward_window:
+            raise ConfigError("adv.reward_latent_frames (the first k) and adv.reward_window (k at a random start) "
+                              "are two ways to pick the decoded frames: set one")
+        self._check_policy()
+
+    def _check_policy(self) -> None:
+        p = self.policy
+        if p.objective not in ("", "grpo", "prdp"):
+            raise ConfigError(f"adv.policy.objective must be '', 'grpo' or 'prdp', got {p.objective!r}")
+        if not p.objective:
+            return
+        if not self.rewards:
+            raise ConfigError(f"adv.policy.objective={p.objective} optimises adv.rewards: list at least one")
+        if p.sigma <= 0 or p.clip <= 0 or p.beta <= 0 or p.weight <= 0 or p.kl_weight < 0:
+            raise ConfigError("adv.policy: sigma, clip, beta and weight must be > 0, kl_weight >= 0")
+        if p.group < 2 or (p.objective == "prdp" and p.group % 2):
+            raise ConfigError(f"adv.policy.group must be >= 2 (and even for prdp's pairs), got {p.group}")
 
 
 @dataclass

@@ -25,7 +25,7 @@ class DiscriminatorStep:
 
     def __call__(self, micro_batches, count: int, step: int, metrics: StepMetrics,
                  keep_reference: bool = False) -> list[RealReference | None]:
-        """micro_batches: `count` tuples (real latents, text, captions, G's samples, detached). Returns,
+        """micro_batches: `count` tuples (real latents, text, captions, G's samples detached, G's noise). Returns,
         per micro-batch, its real pass as the G step's reference when keep_reference (else None)."""
         references = []
         # The non-saturating L_D is a sum of a real and a fake half: backpropagating the fake half
@@ -37,7 +37,7 @@ class DiscriminatorStep:
         # collectives), with the same re-noising draws and the same loss.
         fused = separable and r1_weight == 0 and self.r2.weight == 0
         self.optimizer.zero_grad(set_to_none=True)
-        for x, text, _, fake in micro_batches:
+        for x, text, _, fake, _ in micro_batches:
             if fused:
                 fake_logits, real_logits, reference = self._fused_pass(x, text, fake, keep_reference)
                 r1 = r2 = None

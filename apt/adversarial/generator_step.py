@@ -15,7 +15,6 @@ import torch
 from apt.adversarial import losses
 from apt.adversarial.critic import Critic, RealReference
 from apt.adversarial.distillation import GuidanceDistillation
-from apt.adversarial.reward_feedback import RewardFeedback
 from apt.adversarial.terms import FeatureMatching
 from apt.training.distributed import grad_norm
 from apt.training.metrics import StepMetrics
@@ -36,21 +35,23 @@ def frozen(params: list[torch.nn.Parameter]):
 class GeneratorStep:
     def __init__(self, critic: Critic, optimizer: torch.optim.Optimizer, parameters: list[torch.nn.Parameter],
                  d_parameters: list[torch.nn.Parameter], loss: str, matching: FeatureMatching,
-                 distillation: GuidanceDistillation | None = None, rewards: RewardFeedback | None = None,
-                 adversarial_weight: float = 1.0):
+                 distillation: GuidanceDistillation | None = None, rewards=None,
+                 adversarial_weight: float = 1.0, reward_prompts=None, generator=None):
+        """rewards: RewardFeedback or PolicyObjective; reward_prompts: a PromptStream whose prompts the rewards
+        score G's own samples of (a second G pass, `generator`), or None (the batch's samples and captions)."""
         self.critic, self.optimizer, self.parameters, self.d_parameters = critic, optimizer, parameters, d_parameters
         self.loss, self.matching, self.distillation, self.rewards = loss, matching, distillation, rewards
-        self.adversarial_weight = adversarial_weight
+        self.adversarial_weight, self.reward_prompts, self.generator = adversarial_weight, reward_prompts, generator
 
     def __call__(self, micro_batches, count: int, step: int, metrics: StepMetrics,
                  references: list[RealReference | None] | None = None) -> None:
-        """micro_batches: `count` tuples (real latents, text, captions, G's samples with their graph);
+        """micro_batches: `count` tuples (real latents, text, captions, G's samples with their graph, G's noise);
         references: the D step's real passes, one per micro-batch, or None (fresh ones)."""
         distill = self.distillation.weight_at(step) if self.distillation is not None else 0.0
         matching = self.matching.weight_at(step)
         self.optimizer.zero_grad(set_to_none=True)
         with frozen(self.d_parameters):
-            for (x, text, captions, fake), reference in zip(micro_batches, references or itertools.repeat(None)):
+            for (x, text, captions, fake, noise), reference in zip(micro_batches, references or itertools.repeat(None)):
                 if self.rewards is None:
                     loss = self.adversarial_loss(x, text, fake, metrics, matching, reference)
                     if distill:
@@ -65,10 +66,28 @@ class GeneratorStep:
                     (self.adversarial_weight * adversarial).backward()
                 if distill:
                     (distill * self.distillation.loss(sample, text, metrics)).backward()
-                (-self.rewards.reward(sample, captions, metrics)).backward()
+                before = sample.grad.clone() if sample.grad is not None else torch.zeros_like(sample)
+                # how hard each side pulls on G's samples: what a reward or policy weight is set against
+                metrics.add("sample_grad_adversarial", before.norm())
+                if self.reward_prompts is not None:  # the rewards score G's samples of their own prompts
+                    fake.backward(before / count)
+                    self.prompted_reward(noise, count, metrics)
+                    continue
+                self.rewards.loss(sample, captions, metrics, noise, text).backward()
+                metrics.add("sample_grad_reward", (sample.grad - before).norm())
                 fake.backward(sample.grad / count)
         metrics.set("g_grad_norm", grad_norm(self.parameters))
         self.optimizer.step()
+
+    def prompted_reward(self, like: torch.Tensor, count: int, metrics: StepMetrics) -> None:
+        """The reward term on G's samples of prompts drawn from the reward prompt stream (fresh noise)."""
+        text, captions = self.reward_prompts.draw(like.shape[0], like.device)
+        noise = torch.randn_like(like)
+        fake = self.generator(noise, text.to(like.dtype))
+        sample = fake.detach().requires_grad_(True)
+        self.rewards.loss(sample, captions, metrics, noise, text).backward()
+        metrics.add("sample_grad_reward", sample.grad.norm())
+        fake.backward(sample.grad / count)
 
     def logits(self, x: torch.Tensor, text: torch.Tensor, fake: torch.Tensor, features: bool = False,
                reference: RealReference | None = None):

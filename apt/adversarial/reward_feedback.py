@@ -8,18 +8,36 @@ import torch
 
 
 class RewardFeedback:
-    def __init__(self, rewards, vae, latent_frames: int, checkpointing: bool):
+    def __init__(self, rewards, vae, latent_frames: int, checkpointing: bool, window: int = 0):
         """rewards: apt.rewards.base.Rewards; vae: the VideoVAE that decodes G's samples; latent_frames:
-        decode only the first k latent frames (0 = all); checkpointing: recompute each latent frame's
-        decode in backward (bounded memory)."""
+        decode only the first k latent frames (0 = all); window: k latent frames at a random start instead
+        (0 = off); checkpointing: recompute each latent frame's decode in backward (bounded memory)."""
         self.rewards, self.vae = rewards, vae
-        self.latent_frames, self.checkpointing = latent_frames, checkpointing
+        self.latent_frames, self.checkpointing, self.window = latent_frames, checkpointing, window
+
+    def decode(self, sample: torch.Tensor) -> torch.Tensor:
+        return decode_for_reward(self.vae, sample, self.latent_frames, self.window, self.checkpointing)
 
     def reward(self, sample: torch.Tensor, captions: list[str], metrics) -> torch.Tensor:
         """The weighted reward of G's samples (its batch mean), each reward logged on its own."""
-        videos = self.vae.decode_with_grad(sample, self.latent_frames, self.checkpointing)
-        total, each = self.rewards(videos, captions)
+        total, each = self.rewards(self.decode(sample), captions)
+        if not total.requires_grad and sample.requires_grad:
+            raise ValueError(f"the rewards ({', '.join(each)}) have no gradient in the frames: score them through "
+                             f"a policy objective (adv.policy.objective=grpo or prdp)")
         metrics.add("reward", total.mean())
         for name, scores in each.items():
             metrics.add(f"reward_{name}", scores.mean())
         return total.mean()
+
+    def loss(self, sample: torch.Tensor, captions: list[str], metrics, noise=None, text=None) -> torch.Tensor:
+        """What G's update minimises: minus the reward."""
+        return -self.reward(sample, captions, metrics)
+
+
+def decode_for_reward(vae, latent: torch.Tensor, latent_frames: int, window: int, checkpointing: bool) -> torch.Tensor:
+    """The frames the rewards see: the first `latent_frames` latent frames (0 = all), or `window` of them at a
+    random start (drawn from the rank's RNG, like the data's noise), the cache warmed on those before."""
+    if not window or window >= latent.shape[2]:
+        return vae.decode_with_grad(latent, latent_frames, checkpointing)
+    start = int(torch.randint(0, latent.shape[2] - window + 1, ()))
+    return vae.decode_with_grad(latent, window, checkpointing, start=start)

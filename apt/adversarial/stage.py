@@ -15,6 +15,7 @@ reference taken from the D step's real pass (adv.real_reference).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from apt.adversarial.distillation import GuidanceDistillation
 from apt.adversarial.generator_step import GeneratorStep
 from apt.adversarial.guards import CollapseGuard
 from apt.adversarial.optimizer import make_optimizer
+from apt.adversarial.policy import PolicyObjective
 from apt.adversarial.reward_feedback import RewardFeedback
 from apt.adversarial.terms import ApproximatePenalty, FeatureMatching
 from apt.models.backbone import WanBackbone
@@ -47,13 +49,18 @@ class AdversarialPostTraining:
 
     def __init__(self, cfg: APTConfig, dist: DistInfo, teacher: WanBackbone, generator_init: WanBackbone,
                  previews: SampleWriter, probe: dict | None = None, vae=None,
-                 negative_text: torch.Tensor | None = None):
+                 negative_text: torch.Tensor | None = None, reward_prompts=None):
         """probe: a fixed held batch ({"latent", "text"}) for the caption diagnostic; None turns it off.
         vae: the VideoVAE that decodes G's samples for the rewards (needed when adv.rewards is set).
         negative_text: the embedded negative prompt (1, L, D) of the distillation term's CFG (needed when
-        adv.distill_weight is set; the teacher is then kept, frozen, as its denoiser)."""
+        adv.distill_weight is set; the teacher is then kept, frozen, as its denoiser). reward_prompts: the
+        rewards' own prompts (apt.rewards.prompts.PromptStream), or None (the batch's captions)."""
         self.cfg, self.dist, self.previews = cfg, dist, previews
+        self.reward_models = None  # apt.rewards.base.Rewards, when adv.rewards are set
         adv, par = cfg.adv, cfg.parallel
+        # GRPO's KL anchor: the starting generator, copied before training (a resume restores G after this)
+        self._starting_generator = (copy.deepcopy(generator_init) if adv.policy.objective == "grpo"
+                                    and adv.policy.kl_weight else None)
         generator, ema = trainable_with_ema(generator_init, par, copy_init=False, lora=cfg.model.lora)
         self.generator, self.ema = OneStepGenerator(generator), OneStepGenerator(ema)
         self.discriminator = Discriminator.from_teacher(teacher, taps=tuple(adv.taps) or None,
@@ -77,7 +84,7 @@ class AdversarialPostTraining:
         self.matching = FeatureMatching(adv.feature_matching_weight, adv.feature_matching_every)
         self.g_step = GeneratorStep(self.critic, self.opt_g, self.g_trainable, self.d_trainable,
                                     adv.loss, self.matching, self._distillation(teacher, negative_text),
-                                    self._rewards(vae), adv.adversarial_weight)
+                                    self._rewards(vae), adv.adversarial_weight, reward_prompts, self.generator)
         self.guard = CollapseGuard(adv.collapse_d_loss, adv.collapse_patience, adv.stop_d_auc)
 
     def _distillation(self, teacher: WanBackbone, negative_text: torch.Tensor | None) -> GuidanceDistillation | None:
@@ -103,7 +110,20 @@ class AdversarialPostTraining:
 
         vae = vae.to(self.dist.device)
         rewards = build_rewards(adv.rewards).to(self.dist.device)
-        return RewardFeedback(rewards, vae, adv.reward_latent_frames, adv.reward_checkpointing)
+        self.reward_models = rewards  # their running moments are the stage's state
+        if adv.policy.objective:
+            return PolicyObjective(rewards, vae, adv.policy, adv.reward_latent_frames, self._reference(),
+                                   adv.reward_window)
+        return RewardFeedback(rewards, vae, adv.reward_latent_frames, adv.reward_checkpointing, adv.reward_window)
+
+    def _reference(self) -> OneStepGenerator | None:
+        """The frozen starting generator of GRPO's KL term (sharded like G), or None."""
+        if self._starting_generator is None:
+            return None
+        reference = self._starting_generator.eval().requires_grad_(False)
+        parallelize_backbone(reference, replace(self.cfg.parallel, activation_checkpointing=False))
+        self._starting_generator = None
+        return OneStepGenerator(reference)
 
     # Checkpoint the backbones, not the G wrappers: "ema" then has the same keys as stage 1's, so
     # apt.training.run_folder.load_generator and export read either stage's checkpoint.
@@ -117,11 +137,17 @@ class AdversarialPostTraining:
         return [EMAUpdate(self.ema, self.generator, self.cfg.adv.ema_decay), self.guard]
 
     def state_dict(self) -> dict:
-        """This rank's running AUC window: what the stop rule reads, carried across a resume."""
-        return {"logit_window": self.window.state_dict()}
+        """This rank's running AUC window (what the stop rule reads) and the rewards' running moments
+        (adv.rewards[*].normalize), carried across a resume."""
+        moments = self.reward_models
+        return {"logit_window": self.window.state_dict(),
+                "reward_moments": {k: v.cpu() for k, v in moments.moments.state_dict().items()} if moments else {}}
 
     def load_state_dict(self, state: dict) -> None:
         self.window.load_state_dict(state["logit_window"], self.dist.device)
+        moments = self.reward_models
+        if moments is not None and state.get("reward_moments"):
+            moments.moments.load_state_dict(state["reward_moments"])
 
     def flops_per_sample(self, latent_shape: tuple[int, ...], text_tokens: int) -> float:
         g = self.generator.backbone
@@ -130,12 +156,13 @@ class AdversarialPostTraining:
                                 self.cfg.parallel.activation_checkpointing, self.cfg.model.lora.enabled)["per_sample"]
 
     def _with_samples(self, batches, grad: bool):
-        """The update's micro-batches as they are drawn: (latents, text, captions, G's samples)."""
+        """The update's micro-batches as they are drawn: (latents, text, captions, G's samples, G's noise)."""
         for batch in batches:
             x, text = batch["latent"], batch["text"]
+            noise = torch.randn_like(x)
             with torch.set_grad_enabled(grad):
-                fake = self.generator(torch.randn_like(x), text)
-            yield x, text, batch["caption"], fake
+                fake = self.generator(noise, text)
+            yield x, text, batch["caption"], fake, noise
 
     def train_step(self, batches, step: int) -> StepMetrics:
         adv, count = self.cfg.adv, len(batches)
@@ -145,7 +172,7 @@ class AdversarialPostTraining:
             # backpropagates through them after D's update (G does not change in between, so they are
             # exactly what a second forward would give). Costs G's activations through the D step.
             shared = list(self._with_samples(batches, grad=True))
-            detached = [(x, text, caption, fake.detach()) for x, text, caption, fake in shared]
+            detached = [(x, text, caption, fake.detach(), noise) for x, text, caption, fake, noise in shared]
             matching = self.matching.weight_at(step) > 0
             keep = adv.real_reference == "discriminator_step" and (adv.loss == "relativistic" or matching)
             references = self.d_step(detached, count, step, metrics, keep_reference=keep)

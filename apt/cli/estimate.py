@@ -36,7 +36,10 @@ class EstimateConfig:
     activation_checkpointing: bool = option(True, "checkpoint every block (--no-activation-checkpointing)")
     mfu: float = option(0.4, "model FLOPs utilisation for the time estimate")
     reward_latent_frames: int = option(0, "stage 2 with reward feedback: latent frames decoded per sample (0 = none)")
-    reward_params: float = option(0.0, "reward models' parameters in billions (fp32 on every GPU; CLIP L/14: 0.43)")
+    reward_window: bool = option(False, "the reward's latent frames are a window anywhere in the clip (adv.reward_window): "
+                                        "count the decoder's warm-up over the frames before it")
+    reward_params: float = option(0.0, "reward models' parameters in billions (whole on every GPU; CLIP L/14: 0.43)")
+    reward_fp32: bool = option(False, "the reward models' weights in fp32 (default bf16, adv.rewards[*].dtype)")
     gpu_memory: float = option(0.0, "GiB per GPU (80 for an H100): say whether the plan fits, else propose one")
     headroom: float = option(0.1, "fraction of --gpu-memory a plan leaves free (allocator, CUDA context, NCCL)")
     updates: int = option(300, "generator updates of the run, for the days a plan takes (the paper's video stage: 300)")
@@ -83,7 +86,7 @@ def run(a: EstimateConfig) -> dict:
                   frames=a.frames, height=a.clip_height, width=a.width, vae=dict(factors), vae_model=vae_model,
                   compute_bytes=4 if a.fp32 else 2, taps=taps, activation_checkpointing=a.activation_checkpointing,
                   reward_latent_frames=a.reward_latent_frames, context_parallel=a.cp, reward_params=a.reward_params * 1e9,
-                  lora_rank=a.lora)
+                  reward_window=a.reward_window, reward_bytes=4 if a.reward_fp32 else 2, lora_rank=a.lora)
     try:
         r = estimate(setup)
     except ValueError as err:

@@ -55,6 +55,13 @@ def all_reduce_mean(value: float) -> float:
     return mean_over_ranks({"value": value})["value"]
 
 
+def sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """The sum over ranks of a tensor (same shape everywhere), no gradient, back on t's device."""
+    if not is_distributed():
+        return t.detach().clone()
+    return _all_reduce(t.detach(), "sum").to(t.device)
+
+
 def any_rank(flag: bool) -> bool:
     """True on every rank if `flag` is true on any."""
     if not is_distributed():

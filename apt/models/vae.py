@@ -167,11 +167,13 @@ class VideoVAE(torch.nn.Module):
                 opt.step()
         return latent.detach()
 
-    def decode_with_grad(self, latent: torch.Tensor, latent_frames: int = 0, checkpointing: bool = True
-                         ) -> torch.Tensor:
+    def decode_with_grad(self, latent: torch.Tensor, latent_frames: int = 0, checkpointing: bool = True,
+                         start: int = 0) -> torch.Tensor:
         """The first `latent_frames` latent frames (0 = all) -> video, differentiable in the latent (for
         reward gradients). The Wan VAE decodes frame-causally, so these are exactly the first
-        1 + 4 (latent_frames - 1) frames of the whole clip's decode. With `checkpointing`, each latent
+        1 + 4 (latent_frames - 1) frames of the whole clip's decode. With `start`, the latent frames
+        start .. start + latent_frames - 1 instead, the causal cache warmed on the frames before them
+        without gradients: exactly those frames' part of the whole clip's decode. With `checkpointing`, each latent
         frame's decoder pass is recomputed in backward: what is kept is its input and the decoder's
         two-frame causal cache, not every activation of every frame.
 
@@ -183,7 +185,7 @@ class VideoVAE(torch.nn.Module):
         from torch.utils.checkpoint import checkpoint
 
         vae = self.vae
-        latent = latent[:, :, :latent_frames] if latent_frames else latent
+        latent = latent[:, :, : start + latent_frames] if latent_frames else latent
         x = vae.post_quant_conv((latent.float() * self.std + self.mean).to(vae.dtype))
         vae.clear_cache()
         cache = list(vae._feat_map)  # the decoder's causal cache: one slot per causal conv
@@ -196,6 +198,11 @@ class VideoVAE(torch.nn.Module):
         outs = []
         for i in range(x.shape[2]):
             frame = x[:, :, i : i + 1]
+            if i < start:  # warming the cache: outputs dropped, nothing kept for backward
+                with torch.no_grad():
+                    _, cache = frame_step(frame.detach(), cache, i == 0)
+                cache = [c.detach() if torch.is_tensor(c) else c for c in cache]
+                continue
             if checkpointing and torch.is_grad_enabled():
                 out, cache = checkpoint(frame_step, frame, cache, i == 0, use_reentrant=False)
             else:

@@ -71,7 +71,11 @@ class Setup:
     reward_latent_frames: int = 0
     vae_model: dict = field(default_factory=dict)
     vae_bytes: int = 2
-    reward_params: float = 0.0  # parameters of the reward models (a CLIP is ~0.4e9), loaded fp32 on every GPU
+    # adv.reward_window: the k frames start anywhere in the clip; the frames before them are decoded (forward
+    # only) to warm the decoder's cache, at worst all the others
+    reward_window: bool = False
+    reward_params: float = 0.0  # parameters of the reward models (a CLIP is ~0.4e9), frozen, whole on every GPU
+    reward_bytes: int = 2  # their weights' dtype (adv.rewards[*].dtype: bf16 by default)
     lora_rank: int = 0  # model.lora.rank: the generator trains an adapter of this rank on frozen weights (0: all)
 
     @property
@@ -248,7 +252,8 @@ def estimate(s: Setup) -> dict:
         mem["teacher (fp32, sharded)"] = mb * p / gpus
         mem["gathered bf16 params + grads"] = mw * (3 * c["root"] + 3 * c["block"])
     if s.reward_params and s.stage == "apt":
-        mem["reward models (fp32, whole on every GPU)"] = 4 * s.reward_params
+        mem[f"reward models ({'bf16' if s.reward_bytes == 2 else 'fp32'}, frozen, whole on every GPU)"] = (
+            s.reward_bytes * s.reward_params)
     acts = activation_bytes(s, c)
     flops = step_flops(s, c)
     reward = None
@@ -256,12 +261,17 @@ def estimate(s: Setup) -> dict:
         # the G step's reward phase: G's kept activations plus one latent frame's decode being recomputed
         # (the adversarial and reward gradients meet at G's sample, one backward at a time)
         reward = reward_decode(latent_tokens(s)[0], s.reward_latent_frames, s.vae_model, s.vae_bytes)
-        frame = max(reward["first_frame_bytes"], reward["later_frame_bytes"])
+        frame = (max(reward["first_frame_bytes"], reward["later_frame_bytes"])
+                 if s.reward_window or s.reward_latent_frames > 1 else reward["first_frame_bytes"])
         d_pass = pass_bytes(latent_tokens(s)[1] // s.context_parallel, 0, s.model, s.compute_bytes, c["taps"][-1],
                             s.activation_checkpointing, "tokens", len(c["taps"]), text=s.text_tokens,
                             context_parallel=s.context_parallel)
         acts["g_step_reward"] = acts["g_step"] - s.micro_batch * d_pass + s.micro_batch * frame
-        flops["per_sample"] += reward["training_flops"]
+        flops["per_sample"] += max(reward["training_flops"], reward["window_training_flops"] if s.reward_window else 0)
+        if s.reward_window:  # the cache warm-up, forward only: at worst every frame before the window
+            warm = max(0, latent_tokens(s)[0][1] - s.reward_latent_frames) * reward["later_frame_forward_flops"]
+            flops["per_sample"] += warm
+            flops["reward_warmup_forward"] = warm
         flops["per_step"] = flops["per_sample"] * s.global_batch
         flops["reward_decode_forward"] = reward["forward_flops"]
     phase = max((k for k in acts if k != "recompute_block"), key=acts.get)

@@ -33,8 +33,11 @@ def format_table(r: dict, mfu: float = 0.4, name: str = "") -> str:
               f"{seconds_per_update(r, mfu):.1f} s/step"]
     if r.get("reward"):
         rw = r["reward"]
-        lines += [f"reward pass: VAE decode of {s.reward_latent_frames} latent frame(s) per sample, "
+        where = "a window anywhere in the clip" if s.reward_window else "the first"
+        warm = (f"; the cache warm-up before the window {f['reward_warmup_forward'] / 1e12:.1f} TFLOP at worst"
+                if s.reward_window else "")
+        lines += [f"reward pass: VAE decode of {s.reward_latent_frames} latent frame(s) per sample ({where}), "
                   f"{rw['forward_flops'] / 1e12:.1f} TFLOP forward (x4 with checkpointed backward, included above); "
                   f"one latent frame's decode keeps {rw['first_frame_bytes'] / 2**30:.2f} GiB (first) / "
-                  f"{rw['later_frame_bytes'] / 2**30:.2f} GiB (later)"]
+                  f"{rw['later_frame_bytes'] / 2**30:.2f} GiB (later){warm}"]
     return "\n".join(lines)

@@ -17,7 +17,8 @@ def _reward_decode(key: str) -> dict:
     (no weights): forward FLOPs (torch's FLOP counter) and the activations one latent frame's decode
     keeps for backward (the bytes autograd saves), the first frame and a later (4-frame) one. With
     adv.reward_checkpointing the backward recomputes one latent frame at a time, so the largest of
-    them is the peak; FLOPs: forward + recompute + backward = 4 forwards."""
+    them is the peak; FLOPs: forward + recompute + backward = 4 forwards. `window_training_flops`: the same
+    for k later frames (adv.reward_window, where the window starts past the first frame)."""
     import torch
     from diffusers import AutoencoderKLWan
     from torch.utils.flop_counter import FlopCounterMode
@@ -41,7 +42,9 @@ def _reward_decode(key: str) -> dict:
         return sum(saved), counter.get_total_flops()
 
     first, first_flops = saved_and_flops(1)
-    two, two_flops = saved_and_flops(2) if k > 1 else (first, first_flops)
-    flops = first_flops + (k - 1) * (two_flops - first_flops)
-    return {"first_frame_bytes": first, "later_frame_bytes": two - first if k > 1 else 0,
-            "forward_flops": flops, "training_flops": 4 * flops}
+    two, two_flops = saved_and_flops(2)  # a later latent frame decodes to 4 frames: it costs more
+    later_flops = two_flops - first_flops
+    flops = first_flops + (k - 1) * later_flops
+    return {"first_frame_bytes": first, "later_frame_bytes": two - first, "forward_flops": flops,
+            "training_flops": 4 * flops, "later_frame_forward_flops": later_flops,
+            "window_training_flops": 4 * k * later_flops}

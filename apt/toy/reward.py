@@ -134,34 +134,103 @@ def load_reward_model(model_dir: str | Path = REWARD_DIR) -> ToyAlignmentModel:
     return model.eval().requires_grad_(False)
 
 
+SCORES = ("log_prob", "cosine", "digit_colour", "frame_consistency", "read_caption", "read_every_window")
+
+
+def _digit_colour(text: str) -> str:
+    """The caption without its motion: 'a red seven moving up' -> 'a red seven'."""
+    return text.split(" moving ")[0]
+
+
+WINDOW = 5  # frames read_every_window reads at a time: the model reads 5-frame runs of real clips 96% right
+
+# Every caption's (digit, colour) group, in the order of the still captions
+GROUPS = tuple(dict.fromkeys(_digit_colour(c) for c in ALL_CAPTIONS))
+
+
 class ToyAlignmentReward(nn.Module):
-    """A reward (apt/rewards/base.py) over the shipped toy model: log p(caption | clip) among every toy
-    caption (score="log_prob", the default) or cosine(clip, caption) (score="cosine")."""
+    """A reward (apt/rewards/base.py) over the shipped toy model; `score`:
+    - "log_prob" (the default): log p(caption | clip) among every toy caption;
+    - "cosine": cosine(clip, caption);
+    - "digit_colour": log p(the caption's digit and colour | clip), the caption probabilities summed over
+      motions; with per_frame: min and window: 5, the prompt's digit asked of every part of the clip (the
+      model reads clips: it reads single frames badly, 5-frame windows of real clips 96% right);
+    - "frame_consistency": the cosine between each frame's glyph features (the model's frame encoder,
+      position-free) and the clip's mean, pooled over frames by `pool` (mean, or min: the worst frame):
+      the same glyph in every frame, prompt-free (the temporal term: log_prob asks for the right
+      digit, but max-pools it over frames);
+    - "read_caption", "read_every_window": 0/1 and without gradient, for the policy objectives: the model's
+      best caption for the clip is the prompt / every run of WINDOW frames reads as the prompt's digit and colour.
+    """
 
     name = "toy_alignment"
 
-    def __init__(self, model_dir: str | Path | None = None, score: str = "log_prob"):
+    def __init__(self, model_dir: str | Path | None = None, score: str = "log_prob", pool: str = "mean"):
         super().__init__()
-        if score not in ("log_prob", "cosine"):
-            raise ValueError(f"the toy reward's score is 'log_prob' or 'cosine', got {score!r}")
+        if score not in SCORES:
+            raise ValueError(f"the toy reward's score is one of {', '.join(SCORES)}, got {score!r}")
+        if pool not in ("mean", "min"):
+            raise ValueError(f"the toy reward's pool (of frame_consistency) is mean or min, got {pool!r}")
+        self.pool = pool
         self.model = load_reward_model(Path(model_dir) if model_dir else REWARD_DIR)
         self.score = score
         self._table: torch.Tensor | None = None  # the frozen model's caption embeddings, computed once
+        self.register_buffer("group_of", torch.tensor([GROUPS.index(_digit_colour(c)) for c in ALL_CAPTIONS]),
+                             persistent=False)
+
+    def _log_probs(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 540) log p(caption | clip) over ALL_CAPTIONS."""
+        if self._table is None or self._table.device != clips.device:
+            self._table = self.model.caption_table()
+        logits = self.model.logit_scale.exp().clamp(max=100) * self.model.embed_videos(clips) @ self._table.T
+        return logits.log_softmax(-1)
+
+    def _group_log_probs(self, clips: torch.Tensor) -> torch.Tensor:
+        """(B, 60) log p(digit and colour | clip): each group's captions' probabilities summed."""
+        log_probs = self._log_probs(clips)
+        groups = torch.full((clips.shape[0], len(GROUPS)), float("-inf"), device=clips.device, dtype=log_probs.dtype)
+        mask = self.group_of[None, :] == torch.arange(len(GROUPS), device=clips.device)[:, None]  # (60, 540)
+        return torch.where(mask[None], log_probs[:, None], groups[..., None]).logsumexp(-1)
 
     def forward(self, videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         model, clips = self.model.to(videos.device), videos.float()
         if self.score == "cosine":
             return model(clips, prompts)
-        if self._table is None or self._table.device != videos.device:
-            self._table = model.caption_table()
-        return model.caption_log_prob(clips, prompts, self._table)
+        if self.score == "log_prob":
+            if self._table is None or self._table.device != videos.device:
+                self._table = model.caption_table()
+            return model.caption_log_prob(clips, prompts, self._table)
+        if self.score == "frame_consistency":
+            b, f = clips.shape[0], clips.shape[2]
+            look = F.normalize(model.frames(rearrange(clips, "b c f h w -> (b f) c h w"))[0].view(b, f, -1), dim=-1)
+            cosines = (look * F.normalize(look.mean(1), dim=-1)[:, None]).sum(-1)
+            return cosines.mean(1) if self.pool == "mean" else cosines.amin(1)
+        wanted = torch.tensor([GROUPS.index(_digit_colour(p)) for p in prompts], device=videos.device)
+        if self.score == "digit_colour":
+            return self._group_log_probs(clips).gather(1, wanted[:, None])[:, 0]
+        with torch.no_grad():
+            if self.score == "read_caption":
+                index = {c: i for i, c in enumerate(ALL_CAPTIONS)}
+                asked = torch.tensor([index[p] for p in prompts], device=videos.device)
+                return (self._log_probs(clips).argmax(-1) == asked).float()
+            b, k = clips.shape[0], min(WINDOW, clips.shape[2])
+            pieces = rearrange(clips.unfold(2, k, 1), "b c p h w k -> (b p) c k h w")
+            read = self._group_log_probs(pieces).argmax(-1).view(b, -1)
+            return (read == wanted[:, None]).all(1).float()
 
 
 def build(spec) -> ToyAlignmentReward:
-    """The `toy` reward kind (registered in setup.cfg): `path` is a reward model folder, "" = the shipped one."""
+    """The `toy` reward kind (registered in setup.cfg): `path` is a reward model folder, "" = the shipped one;
+    options: {score: ..., pool: ...} (ToyAlignmentReward). The model is float32 (it is tiny)."""
     from apt.core.config import ConfigError
+    from apt.rewards.config import unknown_options
 
+    unknown_options(spec, ("score", "pool"))
+    if spec.dtype not in ("", "float32"):
+        raise ConfigError(f"dtype: the toy reward runs in float32 (it is tiny), got {spec.dtype!r}")
     try:
-        return ToyAlignmentReward(spec.path or None)
+        return ToyAlignmentReward(spec.path or None, **spec.options)
     except FileNotFoundError as err:
         raise ConfigError(f"path: {err}") from None
+    except ValueError as err:
+        raise ConfigError(f"options: {err}") from None
