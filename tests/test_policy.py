@@ -147,3 +147,24 @@ def test_the_rewards_can_score_prompts_of_their_own_that_have_no_video(tmp_path,
                "adv.generator_init=teacher", "adv.discriminator_init=", f"train.out_dir={tmp_path / 'x'}",
                f"adv.reward_prompts={tmp_path / 'none.txt'}"])
     assert "adv.reward_prompts: no prompts file" in capsys.readouterr().err
+
+
+def test_a_group_is_scored_on_one_window_of_frames():
+    """With adv.reward_window the window's place is drawn once per update: a group's actions are compared on
+    the same frames (a different window per action would credit the window, not the action)."""
+    class Recording(Identity):
+        def __init__(self):
+            self.starts = []
+
+        def decode_with_grad(self, latent, frames=0, checkpointing=False, start=0):
+            self.starts.append(start)
+            return latent[:, :, start : start + frames]
+
+    decoder = Recording()
+    policy = PolicyObjective(Rewards([(Brighter(), Scoring())]), decoder, PolicyConfig(objective="grpo", group=4),
+                             window=1)
+    torch.manual_seed(0)
+    for _ in range(5):
+        policy.loss(torch.zeros(2, 3, 6, 2, 2, requires_grad=True), ["p", "q"], StepMetrics(1))
+    groups = [decoder.starts[i : i + 4] for i in range(0, 20, 4)]
+    assert all(len(set(g)) == 1 for g in groups) and len({g[0] for g in groups}) > 1

@@ -74,14 +74,22 @@ class PolicyObjective:
 
     @torch.no_grad()
     def score(self, actions: torch.Tensor, captions: list[str], metrics) -> torch.Tensor:
-        """(B, K) total rewards of the decoded actions, each reward logged (mean over actions)."""
-        b, k = actions.shape[:2]
-        videos = decode_for_reward(self.vae, actions.flatten(0, 1), self.latent_frames, self.window, False)
-        total, each = self.rewards(videos, [c for c in captions for _ in range(k)])
-        metrics.add("reward", total.mean())
-        for name, scores in each.items():
-            metrics.add(f"reward_{name}", scores.mean())
-        return total.view(b, k).float()
+        """(B, K) total rewards of the decoded actions, each reward logged (mean over actions). The actions are
+        decoded one group member at a time: the decode's peak memory is one micro-batch's, as without a policy."""
+        totals, each = [], {}
+        frames = actions.shape[3]  # one window for the whole group: its members are compared on the same frames
+        start = int(torch.randint(0, frames - self.window + 1, ())) if 0 < self.window < frames else None
+        for k in range(actions.shape[1]):
+            videos = decode_for_reward(self.vae, actions[:, k], self.latent_frames, self.window, False, start)
+            total, scores = self.rewards(videos, captions)
+            totals.append(total.float())
+            for name, value in scores.items():
+                each.setdefault(name, []).append(value)
+        totals = torch.stack(totals, 1)
+        metrics.add("reward", totals.mean())
+        for name, values in each.items():
+            metrics.add(f"reward_{name}", torch.stack(values).mean())
+        return totals
 
     def loss(self, sample: torch.Tensor, captions: list[str], metrics, noise: torch.Tensor | None = None,
              text: torch.Tensor | None = None) -> torch.Tensor:

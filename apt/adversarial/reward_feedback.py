@@ -34,10 +34,12 @@ class RewardFeedback:
         return -self.reward(sample, captions, metrics)
 
 
-def decode_for_reward(vae, latent: torch.Tensor, latent_frames: int, window: int, checkpointing: bool) -> torch.Tensor:
-    """The frames the rewards see: the first `latent_frames` latent frames (0 = all), or `window` of them at a
-    random start (drawn from the rank's RNG, like the data's noise), the cache warmed on those before."""
+def decode_for_reward(vae, latent: torch.Tensor, latent_frames: int, window: int, checkpointing: bool,
+                      start: int | None = None) -> torch.Tensor:
+    """The frames the rewards see: the first `latent_frames` latent frames (0 = all), or `window` of them from
+    `start` (None: drawn from the rank's RNG, like the data's noise), the cache warmed on those before."""
     if not window or window >= latent.shape[2]:
         return vae.decode_with_grad(latent, latent_frames, checkpointing)
-    start = int(torch.randint(0, latent.shape[2] - window + 1, ()))
+    if start is None:
+        start = int(torch.randint(0, latent.shape[2] - window + 1, ()))
     return vae.decode_with_grad(latent, window, checkpointing, start=start)
