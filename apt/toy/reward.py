@@ -205,6 +205,9 @@ class ToyAlignmentReward(nn.Module):
             look = F.normalize(model.frames(rearrange(clips, "b c f h w -> (b f) c h w"))[0].view(b, f, -1), dim=-1)
             cosines = (look * F.normalize(look.mean(1), dim=-1)[:, None]).sum(-1)
             return cosines.mean(1) if self.pool == "mean" else cosines.amin(1)
+        unknown = [p for p in prompts if _digit_colour(p) not in GROUPS]
+        if unknown:
+            raise ValueError(f"the toy reward scores toy-world captions only, got {unknown[0]!r}")
         wanted = torch.tensor([GROUPS.index(_digit_colour(p)) for p in prompts], device=videos.device)
         if self.score == "digit_colour":
             return self._group_log_probs(clips).gather(1, wanted[:, None])[:, 0]
