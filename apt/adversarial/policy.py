@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from apt.adversarial.reward_feedback import decode_for_reward
+from apt.adversarial.reward_feedback import decode_for_reward, log_rewards, window_start
 
 
 def log_ratio(actions: torch.Tensor, mean: torch.Tensor, old_mean: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -77,8 +77,8 @@ class PolicyObjective:
         """(B, K) total rewards of the decoded actions, each reward logged (mean over actions). The actions are
         decoded one group member at a time: the decode's peak memory is one micro-batch's, as without a policy."""
         totals, each = [], {}
-        frames = actions.shape[3]  # one window for the whole group: its members are compared on the same frames
-        start = int(torch.randint(0, frames - self.window + 1, ())) if 0 < self.window < frames else None
+        # one window for the whole group: its members are compared on the same frames
+        start = window_start(actions.shape[3], self.window)
         for k in range(actions.shape[1]):
             videos = decode_for_reward(self.vae, actions[:, k], self.latent_frames, self.window, False, start)
             total, scores = self.rewards(videos, captions)
@@ -86,9 +86,7 @@ class PolicyObjective:
             for name, value in scores.items():
                 each.setdefault(name, []).append(value)
         totals = torch.stack(totals, 1)
-        metrics.add("reward", totals.mean())
-        for name, values in each.items():
-            metrics.add(f"reward_{name}", torch.stack(values).mean())
+        log_rewards(metrics, totals, {name: torch.stack(values) for name, values in each.items()})
         return totals
 
     def loss(self, sample: torch.Tensor, captions: list[str], metrics, noise: torch.Tensor | None = None,

@@ -24,9 +24,7 @@ class RewardFeedback:
         if not total.requires_grad and sample.requires_grad:
             raise ValueError(f"the rewards ({', '.join(each)}) have no gradient in the frames: score them through "
                              f"a policy objective (adv.policy.objective=grpo or prdp)")
-        metrics.add("reward", total.mean())
-        for name, scores in each.items():
-            metrics.add(f"reward_{name}", scores.mean())
+        log_rewards(metrics, total, each)
         return total.mean()
 
     def loss(self, sample: torch.Tensor, captions: list[str], metrics, noise=None, text=None) -> torch.Tensor:
@@ -34,12 +32,27 @@ class RewardFeedback:
         return -self.reward(sample, captions, metrics)
 
 
+def window_start(latent_frames: int, window: int) -> int | None:
+    """Where a `window` of latent frames starts in a clip of `latent_frames`, drawn from the rank's RNG (like
+    the data's noise); None when there is no window or it covers the clip."""
+    if not window or window >= latent_frames:
+        return None
+    return int(torch.randint(0, latent_frames - window + 1, ()))
+
+
 def decode_for_reward(vae, latent: torch.Tensor, latent_frames: int, window: int, checkpointing: bool,
                       start: int | None = None) -> torch.Tensor:
     """The frames the rewards see: the first `latent_frames` latent frames (0 = all), or `window` of them from
-    `start` (None: drawn from the rank's RNG, like the data's noise), the cache warmed on those before."""
-    if not window or window >= latent.shape[2]:
-        return vae.decode_with_grad(latent, latent_frames, checkpointing)
+    `start` (None: drawn by window_start), the cache warmed on those before."""
     if start is None:
-        start = int(torch.randint(0, latent.shape[2] - window + 1, ()))
+        start = window_start(latent.shape[2], window)
+    if start is None:
+        return vae.decode_with_grad(latent, latent_frames, checkpointing)
     return vae.decode_with_grad(latent, window, checkpointing, start=start)
+
+
+def log_rewards(metrics, total: torch.Tensor, each: dict[str, torch.Tensor]) -> None:
+    """The weighted total and each reward's own scores, as batch means."""
+    metrics.add("reward", total.mean())
+    for name, scores in each.items():
+        metrics.add(f"reward_{name}", scores.mean())
